@@ -1,0 +1,254 @@
+"""The embedded lexical index over the catalog (BM25), kept in step with the database.
+
+Built once per process from the catalog, then rebuilt in the background when the
+catalog version (bumped on every product change, shared through the cache so every
+process sees it) moves on. Queries never wait for a rebuild: they use the index
+they have until the new one is swapped in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from django.core.cache import cache
+
+from .text import compact, tokens
+
+logger = logging.getLogger(__name__)
+
+CATALOG_VERSION_KEY = "catalog:version"
+VERSION_CHECK_SECONDS = 1.0
+
+# Field weights: a word in the title counts far more than one in the description.
+FIELD_WEIGHTS = {"title": 3.0, "authors": 2.0, "genres": 1.5, "meta": 1.0, "description": 1.0}
+K1 = 1.2
+B = 0.75
+
+
+@dataclass(frozen=True)
+class IndexedProduct:
+    """What the index keeps of a product: enough to filter and rank without the database."""
+
+    product_id: int
+    sku: str
+    titles: tuple[str, ...]
+    authors: tuple[str, ...]
+    demographic: str
+    genres: frozenset[str]
+    status: str
+    popularity: float
+
+
+@dataclass(frozen=True)
+class ScoredProduct:
+    product_id: int
+    score: float
+
+
+@dataclass
+class Filters:
+    genres: frozenset[str] = frozenset()
+    demographic: str = ""
+    status: str = ""
+    exclude_ids: frozenset[int] = frozenset()
+
+    def accepts(self, item: IndexedProduct) -> bool:
+        if item.product_id in self.exclude_ids:
+            return False
+        if self.demographic and item.demographic != self.demographic:
+            return False
+        if self.status and item.status != self.status:
+            return False
+        return not self.genres or bool(self.genres & item.genres)
+
+
+@dataclass
+class LexicalIndex:
+    """BM25 over weighted fields; one posting list per term."""
+
+    items: list[IndexedProduct] = field(default_factory=list)
+    postings: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    doc_lengths: list[float] = field(default_factory=list)
+    by_id: dict[int, int] = field(default_factory=dict)
+    titles_compact: list[tuple[str, ...]] = field(default_factory=list)
+    version: object = None
+
+    @classmethod
+    def build(cls, documents: Iterable[tuple[IndexedProduct, dict[str, str]]], *, version: object = None) -> "LexicalIndex":
+        index = cls(version=version)
+        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for position, (item, fields) in enumerate(documents):
+            weighted: Counter[str] = Counter()
+            for name, text in fields.items():
+                weight = FIELD_WEIGHTS.get(name, 1.0)
+                for term in tokens(text):
+                    weighted[term] += weight
+            for term, tf in weighted.items():
+                postings[term].append((position, tf))
+            index.items.append(item)
+            index.doc_lengths.append(sum(weighted.values()))
+            index.by_id[item.product_id] = position
+            index.titles_compact.append(tuple(compact(title) for title in item.titles if title))
+        index.postings = dict(postings)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, product_id: int) -> IndexedProduct | None:
+        position = self.by_id.get(product_id)
+        return None if position is None else self.items[position]
+
+    def search(self, query: str, *, limit: int = 5, filters: Filters | None = None) -> list[ScoredProduct]:
+        """Products ranked by BM25 for `query`; ties and filter-only queries by popularity."""
+        filters = filters or Filters()
+        n_docs = len(self.items)
+        if not n_docs:
+            return []
+        avg_length = (sum(self.doc_lengths) / n_docs) or 1.0
+        scores: dict[int, float] = defaultdict(float)
+        for term in set(tokens(query)):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1 + (n_docs - len(posting) + 0.5) / (len(posting) + 0.5))
+            for position, tf in posting:
+                norm = tf * (K1 + 1) / (tf + K1 * (1 - B + B * self.doc_lengths[position] / avg_length))
+                scores[position] += idf * norm
+        if scores:
+            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], -self.items[kv[0]].popularity))
+        else:
+            ranked = [(position, 0.0) for position in range(n_docs)]
+            ranked.sort(key=lambda kv: -self.items[kv[0]].popularity)
+        out: list[ScoredProduct] = []
+        for position, score in ranked:
+            item = self.items[position]
+            if filters.accepts(item):
+                out.append(ScoredProduct(item.product_id, round(score, 4)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def similar(self, product_id: int, *, limit: int = 3, filters: Filters | None = None) -> list[ScoredProduct]:
+        """Series like `product_id`: shared genres, same demographic, then popularity."""
+        seed = self.get(product_id)
+        if seed is None:
+            return []
+        filters = filters or Filters()
+        exclude = filters.exclude_ids | {product_id}
+        scored: list[tuple[float, IndexedProduct]] = []
+        for item in self.items:
+            if item.product_id in exclude or not filters.accepts(item):
+                continue
+            union = seed.genres | item.genres
+            genre_score = len(seed.genres & item.genres) / len(union) if union else 0.0
+            demographic_score = 0.5 if seed.demographic and item.demographic == seed.demographic else 0.0
+            score = genre_score + demographic_score + 0.3 * item.popularity
+            if score > 0:
+                scored.append((score, item))
+        scored.sort(key=lambda pair: (-pair[0], -pair[1].popularity))
+        return [ScoredProduct(item.product_id, round(score, 4)) for score, item in scored[:limit]]
+
+
+def catalog_version() -> object:
+    try:
+        return cache.get(CATALOG_VERSION_KEY, 0)
+    except Exception:  # noqa: BLE001 - a cache outage must not stop search
+        return None
+
+
+def catalog_version_bump() -> None:
+    try:
+        cache.set(CATALOG_VERSION_KEY, time.time_ns(), timeout=None)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not bump the catalog version; indexes refresh on restart")
+
+
+class IndexHolder:
+    """The process's index: built on first use, rebuilt in the background when stale."""
+
+    def __init__(self) -> None:
+        self._index: LexicalIndex | None = None
+        self._lock = threading.Lock()
+        self._rebuilding = False
+        self._checked_at = 0.0
+
+    def get(self) -> LexicalIndex:
+        index = self._index
+        if index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = _build_from_database(catalog_version())
+                return self._index
+        now = time.monotonic()
+        if now - self._checked_at > VERSION_CHECK_SECONDS:
+            self._checked_at = now
+            version = catalog_version()
+            if version is not None and version != index.version and not self._rebuilding:
+                self._rebuilding = True
+                threading.Thread(target=self._rebuild, args=(version,), daemon=True).start()
+        return index
+
+    def _rebuild(self, version: object) -> None:
+        from django.db import close_old_connections
+
+        try:
+            self._index = _build_from_database(version)
+        except Exception:  # noqa: BLE001 - keep serving the old index
+            logger.exception("catalog index rebuild failed")
+        finally:
+            self._rebuilding = False
+            close_old_connections()
+
+    def reset(self) -> None:
+        """Forget the index (tests, and after a bulk import in this process)."""
+        with self._lock:
+            self._index = None
+
+
+def _build_from_database(version: object) -> LexicalIndex:
+    from .models import Product
+
+    started = time.perf_counter()
+    rows = Product.objects.values_list(
+        "id", "sku", "title_en", "title_ja", "title_kana", "authors", "publisher",
+        "demographic", "genres", "status", "description", "sales_millions",
+    ).order_by("id")
+    documents = []
+    for (pid, sku, title_en, title_ja, title_kana, authors, publisher, demographic,
+         genres, status, description, sales) in rows.iterator(chunk_size=2000):
+        popularity = math.log1p(float(sales)) / math.log1p(600) if sales else 0.0
+        item = IndexedProduct(
+            product_id=pid,
+            sku=sku,
+            titles=tuple(t for t in (title_en, title_ja, title_kana) if t),
+            authors=tuple(authors or ()),
+            demographic=demographic,
+            genres=frozenset(genres or ()),
+            status=status,
+            popularity=popularity,
+        )
+        fields = {
+            "title": " ".join(item.titles),
+            "authors": " ".join(item.authors),
+            "genres": " ".join(item.genres),
+            "meta": f"{demographic} {publisher} {status}",
+            "description": description,
+        }
+        documents.append((item, fields))
+    index = LexicalIndex.build(documents, version=version)
+    logger.info("catalog index: %d products in %.0f ms", len(index), (time.perf_counter() - started) * 1000)
+    return index
+
+
+index_holder = IndexHolder()
+
+
+def get_index() -> LexicalIndex:
+    return index_holder.get()

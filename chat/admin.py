@@ -1,0 +1,23 @@
+from django.contrib import admin
+
+from .models import Conversation, Turn
+
+
+class TurnInline(admin.TabularInline):
+    model = Turn
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "role", "client_message_id", "text", "status", "failure_reason", "intent", "metrics"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["id", "created_at", "updated_at"]
+    readonly_fields = ["id", "session_key", "created_at", "updated_at", "summary", "summary_through", "raw_history_tokens"]
+    inlines = [TurnInline]
+    date_hierarchy = "created_at"

@@ -1,0 +1,290 @@
+"""Context assembly: every source gathered concurrently, each under its own deadline.
+
+A slow or failing source never holds the answer back: it is recorded as degraded
+(timeout or error) in the turn's metrics and the answer is written without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+
+from catalog import selectors as catalog_selectors
+from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index
+from catalog.selectors import ProductFacts, PromotionFacts, ReviewFacts
+from catalog.text import tokens
+
+from . import selectors
+from .compression import Chunk
+from .entities import Entities, resolve
+from .intents import IntentResult, classify
+from .selectors import Memory
+from .threads import run_db
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRODUCT_FACTS_TTL = 5 * 60
+REVIEWS_TTL = 60 * 60
+PROMOTIONS_TTL = 15 * 60
+MAX_PRODUCTS = 3
+
+_DEMOGRAPHIC_WORDS = {"shonen": "shonen", "shounen": "shonen", "seinen": "seinen", "shojo": "shojo", "shoujo": "shojo",
+                      "josei": "josei", "kids": "children", "children": "children", "少年": "shonen", "青年": "seinen",
+                      "少女": "shojo", "女性": "josei"}
+_GENRE_WORDS = {"action", "adventure", "comedy", "drama", "fantasy", "mystery", "horror", "romance", "sports",
+                "supernatural", "historical", "thriller", "cooking", "music", "psychological", "crime", "war", "medical",
+                "mecha", "school", "business"}
+_STATUS_WORDS = {"completed": "completed", "finished": "completed", "ongoing": "ongoing", "完結": "completed",
+                 "連載中": "ongoing"}
+
+
+@dataclass
+class TurnInput:
+    conversation_id: uuid.UUID
+    client_message_id: str
+    text: str
+    page: dict
+
+
+@dataclass
+class AssembledContext:
+    """Everything the prompt (and the simulated responder) is written from."""
+
+    intent: str
+    confidence: float
+    message: str
+    memory: Memory
+    entities: Entities
+    products: list[ProductFacts] = field(default_factory=list)  # what the answer should present, in order
+    focus: ProductFacts | None = None
+    seed: ProductFacts | None = None  # "like Dragon Ball": the series the customer compares with
+    reviews: dict[int, ReviewFacts] = field(default_factory=dict)
+    promotions: list[PromotionFacts] = field(default_factory=list)
+    filters: dict = field(default_factory=dict)
+    store: dict = field(default_factory=dict)
+    page: dict = field(default_factory=dict)
+    degraded: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    prefetch_hit: bool | None = None
+    assembly_ms: float = 0.0
+
+    def chunks(self) -> list[Chunk]:
+        """The store data as scored chunks for the compressor."""
+        out: list[Chunk] = []
+        for rank, product in enumerate(self.products):
+            out.append(Chunk(product_chunk(product, self.reviews.get(product.id)), score=1.0 - rank * 0.1))
+        if self.seed and self.seed not in self.products:
+            out.append(Chunk(product_chunk(self.seed, None), score=0.5))
+        for promotion in self.promotions:
+            out.append(Chunk(f"Promotion {promotion.code}: {promotion.title}, {promotion.discount_percent}% off. "
+                             f"{promotion.description}", score=0.4, source="promotion"))
+        for name, value in self.store.items():
+            out.append(Chunk(f"{name}: {value}", score=0.9, source="store"))
+        return out
+
+
+def product_chunk(product: ProductFacts, review: ReviewFacts | None) -> str:
+    parts = [f"[{product.sku}] {product.title}"]
+    if product.title_ja and product.title_ja != product.title:
+        parts.append(f"({product.title_ja})")
+    parts.append(f"by {', '.join(product.authors) or 'unknown'}; {product.publisher or 'publisher unknown'};")
+    details = [d for d in (product.demographic, "/".join(product.genres)) if d]
+    if details:
+        parts.append("; ".join(details) + ";")
+    if product.volumes:
+        parts.append(f"{product.volumes} vols, {product.status or 'status unknown'};")
+    parts.append(f"¥{product.price_yen}/vol, {'in stock' if product.in_stock else 'out of stock'}.")
+    if product.description:
+        parts.append(product.description)
+    if review:
+        parts.append(f"Reviews ({review.average_rating:.1f}/5, {review.review_count}): {review.summary}")
+    return " ".join(parts)
+
+
+async def _bounded(name: str, deadline: float, make: Callable[[], Awaitable[T]], default: T,
+                   degraded: dict[str, str], timings: dict[str, float]) -> T:
+    started = time.perf_counter()
+    try:
+        return await asyncio.wait_for(make(), timeout=deadline)
+    except asyncio.TimeoutError:
+        degraded[name] = "timeout"
+        return default
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing source degrades the answer, never stops it
+        logger.warning("context source %s failed: %s", name, exc)
+        degraded[name] = "error"
+        return default
+    finally:
+        timings[name] = round((time.perf_counter() - started) * 1000, 3)
+
+
+def _cache_get_many(keys: list[str]) -> dict[str, Any]:
+    try:
+        return cache.get_many(keys)
+    except Exception:  # noqa: BLE001 - the cache is an accelerator: down means miss
+        return {}
+
+
+def _cache_set_many(values: dict[str, Any], timeout: int) -> None:
+    try:
+        cache.set_many(values, timeout)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def facts_key(product_id: int) -> str:
+    return f"product:facts:{product_id}"
+
+
+def reviews_key(product_id: int) -> str:
+    return f"product:reviews:{product_id}"
+
+
+PROMOTIONS_KEY = "store:promotions"
+
+
+def load_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int]:
+    """Facts for `product_ids` in order, cache first; returns them and the number of cache hits."""
+    if not product_ids:
+        return [], 0
+    cached = _cache_get_many([facts_key(pid) for pid in product_ids])
+    missing = [pid for pid in product_ids if facts_key(pid) not in cached]
+    if missing:
+        fresh = catalog_selectors.product_facts(missing)
+        _cache_set_many({facts_key(f.id): f for f in fresh}, PRODUCT_FACTS_TTL)
+        cached.update({facts_key(f.id): f for f in fresh})
+    found = [cached[facts_key(pid)] for pid in product_ids if facts_key(pid) in cached]
+    return found, len(product_ids) - len(missing)
+
+
+def load_reviews(product_ids: list[int]) -> dict[int, ReviewFacts]:
+    if not product_ids:
+        return {}
+    cached = _cache_get_many([reviews_key(pid) for pid in product_ids])
+    missing = [pid for pid in product_ids if reviews_key(pid) not in cached]
+    if missing:
+        fresh = {r.product_id: r for r in catalog_selectors.review_facts(missing)}
+        # Cache the absence too ("no reviews"), so the next turn does not ask again.
+        _cache_set_many({reviews_key(pid): fresh.get(pid) for pid in missing}, REVIEWS_TTL)
+        cached.update({reviews_key(pid): fresh.get(pid) for pid in missing})
+    return {pid: cached[reviews_key(pid)] for pid in product_ids if cached.get(reviews_key(pid))}
+
+
+def load_promotions() -> list[PromotionFacts]:
+    cached = _cache_get_many([PROMOTIONS_KEY])
+    if PROMOTIONS_KEY in cached:
+        return cached[PROMOTIONS_KEY]
+    promotions = catalog_selectors.promotions_active()
+    _cache_set_many({PROMOTIONS_KEY: promotions}, PROMOTIONS_TTL)
+    return promotions
+
+
+def filters_from(text: str) -> Filters:
+    words = set(tokens(text))
+    demographic = next((v for k, v in _DEMOGRAPHIC_WORDS.items() if k in words or (len(k) == 2 and k in text)), "")
+    genres = frozenset(w for w in words if w in _GENRE_WORDS)
+    if "sci" in words and "fi" in words or "scifi" in words:
+        genres |= {"sci-fi"}
+    status = next((v for k, v in _STATUS_WORDS.items() if k in words or k in text), "")
+    return Filters(genres=genres, demographic=demographic, status=status)
+
+
+def _search(text: str, filters: Filters) -> list[ScoredProduct]:
+    return get_index().search(text, limit=8, filters=filters)
+
+
+def _current_product_id(page: dict, index: LexicalIndex) -> int | None:
+    sku = page.get("current_asin")
+    if not isinstance(sku, str) or not sku:
+        return None
+    return next((item.product_id for item in index.items if item.sku == sku), None) if len(index) < 5000 else None
+
+
+class ContextAssembler:
+    """Gathers memory, retrieval, store data and the prefetch cache for one turn."""
+
+    def __init__(self, deadlines: dict[str, float] | None = None) -> None:
+        self.deadlines = deadlines or settings.ASSEMBLY_DEADLINES
+
+    async def assemble(self, turn: TurnInput) -> AssembledContext:
+        started = time.perf_counter()
+        degraded: dict[str, str] = {}
+        timings: dict[str, float] = {}
+        filters = filters_from(turn.text)
+
+        memory_task = _bounded("memory", self.deadlines["memory"],
+                               lambda: run_db(selectors.conversation_memory, conversation_id=turn.conversation_id),
+                               Memory(), degraded, timings)
+        retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
+                                  lambda: run_db(_search, turn.text, filters), [], degraded, timings)
+        memory, retrieved = await asyncio.gather(memory_task, retrieval_task)
+        index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
+
+        current_id = _current_product_id(turn.page, index)
+        entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id)
+        intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
+                          mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
+        product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
+
+        wanted = product_ids + ([seed_id] if seed_id and seed_id not in product_ids else [])
+        facts_task = _bounded("store", self.deadlines["store"], lambda: run_db(load_product_facts, wanted),
+                              ([], 0), degraded, timings)
+        reviews_task = _bounded("reviews", self.deadlines["store"],
+                                lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
+                                {}, degraded, timings)
+        promotions_task = _bounded("promotions", self.deadlines["store"], lambda: run_db(load_promotions),
+                                   [], degraded, timings)
+        (facts, cache_hits), reviews, promotions = await asyncio.gather(facts_task, reviews_task, promotions_task)
+
+        by_id = {f.id: f for f in facts}
+        products = [by_id[pid] for pid in product_ids if pid in by_id]
+        context = AssembledContext(
+            intent=intent.intent, confidence=intent.confidence, message=turn.text, memory=memory, entities=entities,
+            products=products, focus=products[0] if intent.intent == "product_question" and products else None,
+            seed=by_id.get(seed_id) if seed_id else None, reviews=reviews,
+            promotions=self._relevant_promotions(intent, promotions, products),
+            filters={k: v for k, v in (("demographic", filters.demographic), ("genres", sorted(filters.genres)),
+                                        ("status", filters.status)) if v},
+            page=turn.page, degraded=degraded, timings_ms=timings,
+            prefetch_hit=(cache_hits == len(wanted)) if wanted else None,
+        )
+        context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
+        return context
+
+    @staticmethod
+    def _products_for(intent: IntentResult, entities: Entities, retrieved: list[ScoredProduct], index: LexicalIndex,
+                      filters: Filters) -> tuple[list[int], int | None]:
+        """Which products the answer presents, and the seed of a "like X" request."""
+        focus = entities.focus_ids
+        if intent.intent == "product_question":
+            return (focus or [r.product_id for r in retrieved])[:1], None
+        if intent.intent == "recommendation":
+            if focus:
+                seed = focus[0]
+                similar = index.similar(seed, limit=MAX_PRODUCTS, filters=Filters(
+                    genres=filters.genres, demographic=filters.demographic or (index.get(seed).demographic if index.get(seed) else ""),
+                    status=filters.status))
+                if len(similar) < MAX_PRODUCTS:
+                    more = index.similar(seed, limit=MAX_PRODUCTS, filters=Filters(exclude_ids=frozenset(s.product_id for s in similar)))
+                    similar += more[: MAX_PRODUCTS - len(similar)]
+                return [s.product_id for s in similar], seed
+            return [r.product_id for r in retrieved if r.product_id not in focus][:MAX_PRODUCTS], None
+        if intent.intent in {"product_discovery", "promotion", "return_request"}:
+            ids = focus + [r.product_id for r in retrieved if r.product_id not in focus]
+            return ids[:MAX_PRODUCTS], None
+        return focus[:MAX_PRODUCTS], None
+
+    @staticmethod
+    def _relevant_promotions(intent: IntentResult, promotions: list[PromotionFacts], products: list[ProductFacts]) -> list[PromotionFacts]:
+        if intent.intent in {"promotion", "checkout_help"}:
+            return promotions
+        return [p for p in promotions if any(p.applies_to(product) for product in products)][:2]

@@ -1,0 +1,127 @@
+"""Entity resolution: which products, orders and volumes a message is about.
+
+Titles (English, Japanese, partial, misspelled) are matched against the catalog
+index; references to earlier turns ("the first one", "that one", "それ") against
+the products shown in the previous answers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from catalog.retrieval import LexicalIndex
+from catalog.text import compact, fold, tokens
+
+ORDER_ID_RE = re.compile(r"\b(MA-?\d{4,10})\b", re.IGNORECASE)
+VOLUME_RE = re.compile(r"\bvol(?:ume)?\.?\s*#?(\d{1,3})\b|(\d{1,3})\s*巻|第\s*(\d{1,3})\s*巻", re.IGNORECASE)
+
+_ORDINALS = {
+    "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4,
+}
+_ORDINAL_RE = re.compile(r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|last)\b(?:\s+(?:one|series|title|manga|book|pick|option|suggestion))?", re.IGNORECASE)
+_JA_ORDINAL_RE = re.compile(r"(最初|一番目|1番目|1つ目|一つ目|二番目|2番目|2つ目|二つ目|三番目|3番目|3つ目|三つ目|最後)")
+_JA_ORDINALS = {"最初": 0, "一番目": 0, "1番目": 0, "1つ目": 0, "一つ目": 0, "二番目": 1, "2番目": 1, "2つ目": 1,
+                "二つ目": 1, "三番目": 2, "3番目": 2, "3つ目": 2, "三つ目": 2, "最後": -1}
+_ANAPHOR_RE = re.compile(r"\b(that one|this one|that series|this series|that manga|this manga|it|its|them)\b|それ|その|これ|この作品", re.IGNORECASE)
+
+
+@dataclass
+class Entities:
+    product_ids: list[int] = field(default_factory=list)  # named in the message, best first
+    referenced_ids: list[int] = field(default_factory=list)  # resolved from earlier answers
+    order_ids: list[str] = field(default_factory=list)
+    volume: int | None = None
+
+    @property
+    def focus_ids(self) -> list[int]:
+        """The products the message is about: references first, then names."""
+        seen: list[int] = []
+        for pid in self.referenced_ids + self.product_ids:
+            if pid not in seen:
+                seen.append(pid)
+        return seen
+
+
+def _title_matches(text: str, index: LexicalIndex, limit: int = 3) -> list[int]:
+    """Products whose title the message names, exactly, partly or misspelled."""
+    message = compact(text)
+    if not message:
+        return []
+    words = tokens(text)
+    candidates = index.search(text, limit=8)
+    matched: list[tuple[float, int]] = []
+    for candidate in candidates:
+        position = index.by_id[candidate.product_id]
+        best = 0.0
+        for title in index.titles_compact[position]:
+            if len(title) < 2:
+                continue
+            if title in message:
+                best = max(best, 1.0 + len(title) / 100)
+                continue
+            # Partial: a long enough distinctive part of the title ("kimetsu", "conan").
+            parts = [p for p in tokens(title) if len(p) >= 4]
+            if any(p in words for p in parts) and len(title) > 6:
+                best = max(best, 0.75)
+        if best == 0.0:
+            best = _fuzzy_score(words, index.items[position].titles)
+        if best >= 0.72:
+            matched.append((best + candidate.score / 1000, candidate.product_id))
+    matched.sort(reverse=True)
+    return [pid for _, pid in matched[:limit]]
+
+
+def _fuzzy_score(words: list[str], titles: tuple[str, ...]) -> float:
+    """How well some run of the message's words spells a title (misspellings)."""
+    best = 0.0
+    for title in titles:
+        target = compact(title)
+        n_words = max(1, len(tokens(title)))
+        if len(target) < 5:
+            continue
+        for size in {n_words - 1, n_words, n_words + 1} - {0}:
+            for start in range(0, max(1, len(words) - size + 1)):
+                window = "".join(words[start : start + size])
+                if abs(len(window) - len(target)) > max(3, len(target) // 4):
+                    continue
+                best = max(best, difflib.SequenceMatcher(None, window, target).ratio())
+    return best
+
+
+def _references(text: str, shown: list[list[int]]) -> list[int]:
+    """Products of earlier answers the message points at; `shown` is newest answer first."""
+    latest = next((ids for ids in shown if ids), [])
+    if not latest:
+        return []
+    picked: list[int] = []
+    for match in _ORDINAL_RE.finditer(text):
+        word = match.group(1).lower()
+        position = -1 if word == "last" else _ORDINALS[word]
+        if -len(latest) <= position < len(latest):
+            picked.append(latest[position])
+    for match in _JA_ORDINAL_RE.finditer(text):
+        position = _JA_ORDINALS[match.group(1)]
+        if -len(latest) <= position < len(latest):
+            picked.append(latest[position])
+    if not picked and _ANAPHOR_RE.search(text):
+        picked.append(latest[0])
+    return picked
+
+
+def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_product_id: int | None = None) -> Entities:
+    entities = Entities()
+    entities.order_ids = [m.upper().replace("MA", "MA-", 1) if "-" not in m else m.upper() for m in ORDER_ID_RE.findall(text)]
+    volume = VOLUME_RE.search(text)
+    if volume:
+        entities.volume = int(next(g for g in volume.groups() if g))
+    entities.referenced_ids = _references(text, shown)
+    entities.product_ids = _title_matches(text, index)
+    if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
+        entities.referenced_ids = [current_product_id]
+    return entities
+
+
+def normalised(text: str) -> str:
+    return fold(text)

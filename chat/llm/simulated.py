@@ -1,0 +1,89 @@
+"""The simulated backend: no model, a grounded responder streamed at a model's pace.
+
+Profile `bedrock`: time to first token = base + per-prompt-token prefill, then one
+token per decode interval, each with jitter (settings LLM_SIM_*). Profile
+`instant`: no added delay. Faults can be injected for tests and load tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from django.conf import settings
+
+from ..compression import encoding
+from .base import LLMRequest, LLMStreamError, LLMThrottled, StreamEvent, TextDelta, Usage
+
+
+@dataclass(frozen=True)
+class Pace:
+    prefill_base_ms: float
+    prefill_per_token_ms: float
+    decode_ms_per_token: float
+    jitter: float
+
+    @classmethod
+    def from_settings(cls, profile: str) -> "Pace":
+        if profile == "instant":
+            return cls(0.0, 0.0, 0.0, 0.0)
+        return cls(settings.LLM_SIM_PREFILL_BASE_MS, settings.LLM_SIM_PREFILL_PER_TOKEN_MS,
+                   settings.LLM_SIM_DECODE_MS_PER_TOKEN, settings.LLM_SIM_JITTER)
+
+    def first_token_seconds(self, prompt_tokens: int, rng: random.Random) -> float:
+        base = self.prefill_base_ms + self.prefill_per_token_ms * prompt_tokens
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter))) / 1000
+
+    def decode_seconds(self, rng: random.Random) -> float:
+        return max(0.0, self.decode_ms_per_token * (1 + rng.uniform(-self.jitter, self.jitter))) / 1000
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure: `throttle` (429 before the stream), `stream_error` / `stall` / `cut` after `after_tokens`."""
+
+    kind: str
+    after_tokens: int = 0
+
+
+class SimulatedBackend:
+    name = "simulated"
+
+    def __init__(self, *, profile: str | None = None, seed: int | None = None) -> None:
+        self.profile = profile or settings.LLM_SIMULATED_PROFILE
+        self.pace = Pace.from_settings(self.profile)
+        self.rng = random.Random(seed)
+        self.faults: list[Fault] = []  # consumed in order, one per call
+
+    def inject(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
+        from ..responder import write_answer
+
+        fault = self.faults.pop(0) if self.faults else None
+        if fault and fault.kind == "throttle":
+            raise LLMThrottled("simulated ThrottlingException before the stream", retry_after=0.05)
+        text = write_answer(request.grounding) if request.grounding is not None else "…"
+        token_ids = encoding().encode_ordinary(text)[: request.max_tokens]
+        await asyncio.sleep(self.pace.first_token_seconds(request.prompt_tokens, self.rng))
+        pending: list[int] = []
+        sent = 0
+        for position, token_id in enumerate(token_ids):
+            if fault and position == fault.after_tokens and fault.kind != "throttle":
+                if fault.kind == "stall":
+                    await asyncio.sleep(3600)
+                raise LLMStreamError(f"simulated {fault.kind} after {position} tokens")
+            pending.append(token_id)
+            piece = encoding().decode(pending)
+            if "\ufffd" in piece:  # a multi-byte character split across tokens: wait for the rest
+                continue
+            pending.clear()
+            yield TextDelta(piece)
+            sent += 1
+            if position + 1 < len(token_ids):
+                await asyncio.sleep(self.pace.decode_seconds(self.rng))
+        yield Usage(input_tokens=request.prompt_tokens, output_tokens=len(token_ids),
+                    extra={"simulated": True, "profile": self.profile})

@@ -1,0 +1,65 @@
+"""Conversations and their turns: every user turn, every assistant answer, how it ended."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Conversation(models.Model):
+    """A chat bound to one browser session (`session_key`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session_key = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Rolling summary of the turns older than the verbatim window (chat.tasks).
+    summary = models.TextField(blank=True)
+    summary_through = models.PositiveIntegerField(default=0, help_text="Turns folded into the summary.")
+    # Tokens of every turn so far: what an uncompressed prompt would carry.
+    raw_history_tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class Role(models.TextChoices):
+    USER = "user", "Customer"
+    ASSISTANT = "assistant", "Assistant"
+
+
+class TurnStatus(models.TextChoices):
+    COMPLETE = "complete", "Complete"
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+
+
+class Turn(models.Model):
+    """One message. The assistant turn answering `client_message_id` shares that id."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    client_message_id = models.CharField(max_length=64)
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.COMPLETE)
+    failure_reason = models.CharField(max_length=200, blank=True)
+    intent = models.CharField(max_length=32, blank=True)
+    # SKUs of the products the answer presented, in order ("the first one" resolves here).
+    product_skus = models.JSONField(default=list, blank=True)
+    page = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # A message id re-sent after a reconnect is answered once.
+            models.UniqueConstraint(fields=["conversation", "client_message_id", "role"], name="one_turn_per_message_and_role"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"

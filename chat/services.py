@@ -1,0 +1,126 @@
+"""Writes for the chat path: conversations and turns, committed before they matter."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from .compression import count_tokens
+from .models import Conversation, Role, Turn, TurnStatus
+
+
+class ConversationNotFound(Exception):
+    """The conversation does not exist or belongs to another browser session."""
+
+
+def conversation_open(*, session_key: str, conversation_id: uuid.UUID | None) -> Conversation:
+    """The session's conversation `conversation_id`, or a new one when it is None."""
+    if conversation_id is None:
+        return Conversation.objects.create(session_key=session_key)
+    conversation = Conversation.objects.filter(id=conversation_id, session_key=session_key).first()
+    if conversation is None:
+        raise ConversationNotFound(str(conversation_id))
+    return conversation
+
+
+def check_conversation_open(*, session_key: str, conversation_param: str | None) -> Conversation:
+    """Validate the `conversation=` query parameter, then open (or start) the conversation."""
+    if not conversation_param:
+        return conversation_open(session_key=session_key, conversation_id=None)
+    try:
+        conversation_id = uuid.UUID(conversation_param)
+    except ValueError as exc:
+        raise ConversationNotFound(conversation_param) from exc
+    return conversation_open(session_key=session_key, conversation_id=conversation_id)
+
+
+@dataclass(frozen=True)
+class UserTurnResult:
+    turn: Turn
+    created: bool
+    answer: Turn | None  # the saved answer when this message id was already answered
+
+
+def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, page: dict) -> UserTurnResult:
+    """Commit the customer's message before anything else happens (no turn is ever lost).
+
+    A message id seen before in this conversation is not stored twice.
+    """
+    try:
+        with transaction.atomic():
+            turn = Turn.objects.create(conversation_id=conversation_id, role=Role.USER,
+                                       client_message_id=client_message_id, text=text, page=page)
+            Conversation.objects.filter(id=conversation_id).update(
+                raw_history_tokens=F("raw_history_tokens") + count_tokens(text) + 4)
+    except IntegrityError:
+        turn = Turn.objects.get(conversation_id=conversation_id, client_message_id=client_message_id, role=Role.USER)
+        answer = Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,
+                                     role=Role.ASSISTANT).first()
+        return UserTurnResult(turn, False, answer)
+    return UserTurnResult(turn, True, None)
+
+
+def user_turn_classified(*, turn_id: int, intent: str) -> None:
+    Turn.objects.filter(id=turn_id).update(intent=intent)
+
+
+def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, status: TurnStatus,
+                          failure_reason: str = "", intent: str = "", product_skus: list[str] | None = None,
+                          metrics: dict | None = None) -> Turn:
+    """Save the answer as it ended: complete, partial (with why) or failed. Idempotent per message id."""
+    with transaction.atomic():
+        turn, created = Turn.objects.update_or_create(
+            conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT,
+            defaults={"text": text, "status": status, "failure_reason": failure_reason[:200], "intent": intent,
+                      "product_skus": product_skus or [], "metrics": metrics or {}},
+        )
+        if created and text:
+            Conversation.objects.filter(id=conversation_id).update(
+                raw_history_tokens=F("raw_history_tokens") + count_tokens(text) + 4)
+        if created:
+            from .selectors import VERBATIM_TURNS
+
+            conversation_summary_due(conversation_id=conversation_id, window=VERBATIM_TURNS)
+    return turn
+
+
+def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
+    """Fold the turns older than the verbatim window into the rolling summary. Safe to run twice.
+
+    Returns True when the summary moved on.
+    """
+    from catalog.models import Product
+
+    from .summary import summary_lines, summary_merge
+
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(id=conversation_id).first()
+        if conversation is None:
+            return False
+        turns = list(Turn.objects.filter(conversation_id=conversation_id).order_by("created_at", "id")
+                     .values("role", "text", "intent", "product_skus"))
+        fold_until = len(turns) - window
+        if fold_until <= conversation.summary_through:
+            return False
+        to_fold = turns[conversation.summary_through:fold_until]
+        skus = {s for t in to_fold for s in t["product_skus"]}
+        titles = {sku: en or ja for sku, en, ja in Product.objects.filter(sku__in=skus).values_list("sku", "title_en", "title_ja")}
+        conversation.summary = summary_merge(conversation.summary, summary_lines(to_fold, titles))
+        conversation.summary_through = fold_until
+        conversation.save(update_fields=["summary", "summary_through", "updated_at"])
+    return True
+
+
+def conversation_summary_due(*, conversation_id: uuid.UUID, window: int) -> None:
+    """Queue the summary task (after commit) once turns have left the verbatim window."""
+    from mangaassist.celery import enqueue_on_commit
+
+    from .tasks import conversation_summarize_task
+
+    count = Turn.objects.filter(conversation_id=conversation_id).count()
+    summarized = Conversation.objects.filter(id=conversation_id).values_list("summary_through", flat=True).first() or 0
+    if count - window > summarized:
+        enqueue_on_commit(conversation_summarize_task, args=(str(conversation_id),))

@@ -1,0 +1,33 @@
+"""ASGI entry point: HTTP through Django, WebSocket chat through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mangaassist.settings")
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from chat.routing import websocket_urlpatterns  # noqa: E402
+
+
+def allowed_origins() -> list[str]:
+    """The store's own hosts plus the explicitly listed embedding origins."""
+    hosts = [host for host in settings.ALLOWED_HOSTS if host != "testserver"]
+    return hosts + list(settings.CHAT_ALLOWED_ORIGINS)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginValidator(
+            SessionMiddlewareStack(URLRouter(websocket_urlpatterns)),
+            allowed_origins(),
+        ),
+    }
+)

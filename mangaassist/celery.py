@@ -1,0 +1,75 @@
+"""The Celery application, and the one function the web process uses to queue work.
+
+Web code never calls `task.delay()` directly: `enqueue_on_commit` queues after the
+transaction commits (a worker never sees an uncommitted row), runs the task on a
+local thread pool in embedded mode, and never lets a broken broker reach the chat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mangaassist.settings")
+
+app = Celery("mangaassist")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+_in_process_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _in_process_pool
+    if _in_process_pool is None:
+        _in_process_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mangaassist-task")
+    return _in_process_pool
+
+
+def _run_in_process(task: Any, args: tuple, kwargs: dict) -> None:
+    from django.db import close_old_connections
+
+    try:
+        task.apply(args=args, kwargs=kwargs, throw=True)
+    except Exception:  # noqa: BLE001 - a background task must never take the web process down
+        logger.exception("in-process task %s failed", task.name)
+    finally:
+        close_old_connections()
+
+
+def enqueue(task: Any, *, args: tuple = (), kwargs: dict | None = None, expires: float | None = None) -> bool:
+    """Queue `task` now. Returns False (and counts it) when it could not be queued."""
+    from django.conf import settings
+
+    from chat import metrics
+
+    kwargs = kwargs or {}
+    if settings.CELERY_TASKS_IN_PROCESS:
+        _pool().submit(_run_in_process, task, args, kwargs)
+        metrics.TASKS_QUEUED.labels(task=task.name, result="in_process").inc()
+        return True
+    try:
+        task.apply_async(
+            args=args,
+            kwargs=kwargs,
+            expires=expires if expires is not None else settings.CELERY_TASK_EXPIRES_SECONDS,
+            retry=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - broker down: the answer is already out, skip the extra work
+        logger.warning("could not queue %s: %s", task.name, exc)
+        metrics.TASKS_QUEUED.labels(task=task.name, result="skipped").inc()
+        return False
+    metrics.TASKS_QUEUED.labels(task=task.name, result="queued").inc()
+    return True
+
+
+def enqueue_on_commit(task: Any, *, args: tuple = (), kwargs: dict | None = None, expires: float | None = None) -> None:
+    """Queue `task` once the current transaction commits (at once outside one)."""
+    from django.db import transaction
+
+    transaction.on_commit(lambda: enqueue(task, args=args, kwargs=kwargs, expires=expires))

@@ -1,0 +1,324 @@
+"""MangaAssist settings: one module, every operator-facing value from the environment.
+
+Two modes, chosen by the environment alone (DESIGN.md §2):
+- embedded (nothing set): SQLite, in-memory channel layer, local-memory cache,
+  Celery tasks run in-process on a thread pool;
+- scaled (`REDIS_URL` and/or `DATABASE_URL`): PostgreSQL, channels-redis, Redis
+  cache and Celery broker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, not {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, not {value}")
+    return value
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# The production profile (`DJANGO_PRODUCTION=true`) turns on HTTPS-only cookies,
+# HSTS and the SSL redirect, and refuses to start without a real secret key.
+PRODUCTION = env_bool("DJANGO_PRODUCTION", False)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
+    # Development only: a fixed, clearly marked key so sessions survive restarts.
+    SECRET_KEY = "django-insecure-mangaassist-development-key-do-not-use-in-production"
+
+HOST = env_str("HOST", "127.0.0.1")
+PORT = env_int("PORT", 8000, minimum=1)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+# Origins (scheme://host[:port]) whose pages may open the chat socket, beyond the
+# store's own hosts. Store pages on other domains that embed the widget go here.
+CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_prometheus",
+    "django_celery_beat",
+    "catalog",
+    "chat",
+    "prefetch",
+    "throughput",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "mangaassist.urls"
+ASGI_APPLICATION = "mangaassist.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data stores: embedded or scaled ------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL")
+DATABASE_URL = env_str("DATABASE_URL")
+SCALED_MODE = bool(REDIS_URL or DATABASE_URL)
+
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {
+                # WAL lets readers run beside the single writer; IMMEDIATE makes a
+                # writer wait for the lock up front instead of failing mid-transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "mangaassist",
+            "TIMEOUT": 300,
+            "OPTIONS": {
+                # A cache that does not answer quickly is treated as a miss
+                # (see chat.cachekeys): chat must never wait on it.
+                "socket_connect_timeout": 0.5,
+                "socket_timeout": 0.5,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "mangaassist",
+            "TIMEOUT": 300,
+            "OPTIONS": {"MAX_ENTRIES": 50_000},
+        }
+    }
+
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30, minimum=60)
+
+# --- Celery ---------------------------------------------------------------------
+
+# Embedded mode runs tasks in-process on a small thread pool (mangaassist.tasking):
+# no broker, and never on the event loop.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASKS_IN_PROCESS = env_bool("CELERY_TASKS_IN_PROCESS", not CELERY_BROKER_URL)
+if not CELERY_BROKER_URL:
+    CELERY_BROKER_URL = "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "Asia/Tokyo"
+CELERY_ENABLE_UTC = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "mangaassist"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing must fail fast when the broker is down: the chat never waits on it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_TASK_EXPIRES_SECONDS = env_int("CELERY_TASK_EXPIRES_SECONDS", 60, minimum=1)
+
+# --- Static files, i18n ------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "Asia/Tokyo"
+USE_I18N = True
+USE_TZ = True
+
+# --- Security ------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Chat: the model ---------------------------------------------------------------------
+
+LLM_BACKEND = env_str("LLM_BACKEND", "simulated")
+if LLM_BACKEND not in {"simulated", "bedrock", "openai", "local"}:
+    raise ImproperlyConfigured(
+        f"LLM_BACKEND must be one of simulated, bedrock, openai, local; not {LLM_BACKEND!r}"
+    )
+LLM_SIMULATED_PROFILE = env_str("LLM_SIMULATED_PROFILE", "bedrock")
+if LLM_SIMULATED_PROFILE not in {"bedrock", "instant"}:
+    raise ImproperlyConfigured(
+        f"LLM_SIMULATED_PROFILE must be bedrock or instant, not {LLM_SIMULATED_PROFILE!r}"
+    )
+# Simulated Bedrock-like pace (defaults near published Claude 3.5 Haiku/Sonnet
+# latency-optimized figures): time to first token = base + per prompt token, then
+# one output token every decode interval; each draw gets +/- jitter.
+LLM_SIM_PREFILL_BASE_MS = env_float("LLM_SIM_PREFILL_BASE_MS", 180.0, minimum=0)
+LLM_SIM_PREFILL_PER_TOKEN_MS = env_float("LLM_SIM_PREFILL_PER_TOKEN_MS", 0.08, minimum=0)
+LLM_SIM_DECODE_MS_PER_TOKEN = env_float("LLM_SIM_DECODE_MS_PER_TOKEN", 8.0, minimum=0)
+LLM_SIM_JITTER = env_float("LLM_SIM_JITTER", 0.15, minimum=0)
+
+BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID", "anthropic.claude-3-5-sonnet-20241022-v2:0")
+AWS_REGION = env_str("AWS_REGION", "us-east-1")
+BEDROCK_ENDPOINT_URL = env_str("BEDROCK_ENDPOINT_URL") or None
+BEDROCK_CONTROL_ENDPOINT_URL = env_str("BEDROCK_CONTROL_ENDPOINT_URL") or None
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL") or None
+OPENAI_MODEL = env_str("OPENAI_MODEL") or None
+
+LLM_MAX_OUTPUT_TOKENS = env_int("LLM_MAX_OUTPUT_TOKENS", 400, minimum=16)
+
+# --- Chat: the socket ------------------------------------------------------------------
+
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32_768, minimum=1024)
+CHAT_KEEPALIVE_SECONDS = env_float("CHAT_KEEPALIVE_SECONDS", 5.0, minimum=0.1)
+# Rate limits: messages per window, per connection and per client IP.
+CHAT_RATE_LIMIT_PER_CONNECTION = env_int("CHAT_RATE_LIMIT_PER_CONNECTION", 20, minimum=1)
+CHAT_RATE_LIMIT_PER_IP = env_int("CHAT_RATE_LIMIT_PER_IP", 60, minimum=1)
+CHAT_RATE_LIMIT_WINDOW_SECONDS = env_int("CHAT_RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+
+# --- Chat: context assembly deadlines (seconds) ---------------------------------------------
+
+ASSEMBLY_DEADLINES = {
+    "memory": env_float("ASSEMBLY_DEADLINE_MEMORY", 0.05, minimum=0.001),
+    "retrieval": env_float("ASSEMBLY_DEADLINE_RETRIEVAL", 0.08, minimum=0.001),
+    "store": env_float("ASSEMBLY_DEADLINE_STORE", 0.05, minimum=0.001),
+    "prefetch": env_float("ASSEMBLY_DEADLINE_PREFETCH", 0.02, minimum=0.001),
+}
+
+# --- Chat: the model call policy (chat.orchestrator) ----------------------------------------
+
+# The whole budget for reaching a first token, retries and fallback included.
+LLM_FIRST_TOKEN_DEADLINE_SECONDS = env_float("LLM_FIRST_TOKEN_DEADLINE_SECONDS", 8.0, minimum=0.1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
+LLM_RETRY_BASE_SECONDS = env_float("LLM_RETRY_BASE_SECONDS", 0.1, minimum=0)
+# No token for this long after the stream started: the call is treated as failed.
+LLM_STALL_SECONDS = env_float("LLM_STALL_SECONDS", 10.0, minimum=0.05)

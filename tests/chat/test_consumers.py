@@ -1,0 +1,179 @@
+"""The chat socket through the real ASGI application (embedded mode)."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from catalog.models import Product
+from chat.models import Role, Turn, TurnStatus
+from tests.conftest import ORIGIN, ChatClient, open_chat, saved_turns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _deltas(frames: list[dict]) -> list[dict]:
+    return [f for f in frames if f["type"] == "delta"]
+
+
+async def _session_cookie() -> tuple[bytes, bytes]:
+    from django.contrib.sessions.backends.cached_db import SessionStore
+
+    store = SessionStore()
+    await sync_to_async(store.save)()
+    return (b"cookie", f"sessionid={store.session_key}".encode())
+
+
+class ChatProtocolTests:
+    async def test_recommendation_streams_deltas_then_completed_with_catalog_products(self, chat: ChatClient) -> None:
+        frames = await chat.ask("Recommend a shonen manga like Dragon Ball", "m1")
+
+        assert frames[0]["type"] == "ack" and frames[0]["id"] == "m1" and frames[0]["conversation"]
+        deltas = _deltas(frames)
+        assert [d["index"] for d in deltas] == list(range(len(deltas)))
+        assert len(deltas) > 10
+        completed = frames[-1]
+        assert completed["type"] == "completed"
+        assert completed["text"] == "".join(d["text"] for d in deltas)
+        skus = [p["sku"] for p in completed["products"]]
+        assert len(skus) == 3
+        titles = await sync_to_async(lambda: dict(Product.objects.filter(sku__in=skus).values_list("sku", "title_en")))()
+        assert set(titles) == set(skus)
+        for product in completed["products"]:
+            assert product["title"] in completed["text"]
+            assert product["title"] == titles[product["sku"]]
+            assert product["url"].endswith(f"/products/{product['sku']}/")
+        assert "Dragon Ball" not in [p["title"] for p in completed["products"]]
+        metrics = completed["metrics"]
+        assert metrics["intent"] == "recommendation"
+        assert metrics["prompt_tokens"] > 0 and metrics["output_tokens"] > 0
+        assert 0 < metrics["compression_ratio"] <= 1
+        assert metrics["first_token_ms"] <= metrics["total_ms"]
+
+    async def test_products_follow_the_order_the_answer_presents_them(self, chat: ChatClient) -> None:
+        completed = (await chat.ask("Recommend something like Naruto", "m1"))[-1]
+        positions = [completed["text"].find(p["title"]) for p in completed["products"]]
+        assert positions == sorted(positions) and min(positions) >= 0
+
+    async def test_follow_up_resolves_the_first_one_from_the_previous_answer(self, chat: ChatClient) -> None:
+        first = (await chat.ask("Recommend a shonen manga like Dragon Ball", "m1"))[-1]
+        follow = (await chat.ask("Tell me more about the first one", "m2"))[-1]
+        assert follow["metrics"]["intent"] == "product_question"
+        assert [p["sku"] for p in follow["products"]] == [first["products"][0]["sku"]]
+
+    async def test_user_turn_is_saved_and_answer_saved_complete(self, chat: ChatClient) -> None:
+        await chat.ask("Is One Piece in stock?", "m1")
+        turns = await saved_turns(2)
+        assert turns == [(Role.USER, TurnStatus.COMPLETE, "m1"), (Role.ASSISTANT, TurnStatus.COMPLETE, "m1")]
+
+    async def test_ping_gets_pong(self, chat: ChatClient) -> None:
+        await chat.send({"type": "ping"})
+        assert await chat.receive() == {"type": "pong"}
+
+
+class BadFrameTests:
+    @pytest.mark.parametrize(
+        ("frame", "code"),
+        [
+            ("this is not json", "invalid_json"),
+            ('{"type": "message", "text": "no id"}', "invalid_message"),
+            ('{"type": "dance", "id": "x1"}', "invalid_message"),
+            ('["a", "list"]', "invalid_message"),
+            ('{"type": "message", "id": "x1", "text": 42}', "invalid_message"),
+            ('{"type": "message", "id": "x1", "text": "   "}', "invalid_message"),
+            ('{"type": "message", "id": "x1", "text": "hi", "page": "not an object"}', "invalid_message"),
+        ],
+    )
+    async def test_bad_frame_gets_error_and_socket_keeps_answering(self, chat: ChatClient, frame: str, code: str) -> None:
+        await chat.send(frame)
+        error = await chat.receive()
+        assert error["type"] == "error" and error["code"] == code and error["message"]
+        frames = await chat.ask("Recommend a seinen manga", "ok1")
+        assert frames[-1]["type"] == "completed"
+
+    async def test_text_over_the_limit_is_too_long(self, chat: ChatClient, settings) -> None:  # type: ignore[no-untyped-def]
+        await chat.send({"type": "message", "id": "long1", "text": "a" * (settings.CHAT_MAX_MESSAGE_CHARS + 1)})
+        error = await chat.receive()
+        assert (error["type"], error["code"], error["id"]) == ("error", "too_long", "long1")
+        assert (await chat.ask("Hello", "ok2"))[-1]["type"] == "completed"
+
+    async def test_frame_over_the_byte_limit_is_too_long(self, chat: ChatClient, settings) -> None:  # type: ignore[no-untyped-def]
+        await chat.send("x" * (settings.CHAT_MAX_FRAME_BYTES + 10))
+        assert (await chat.receive())["code"] == "too_long"
+
+    async def test_second_message_while_answering_is_busy(self, chat: ChatClient) -> None:
+        from chat.consumers import ChatConsumer
+        from chat.llm.simulated import SimulatedBackend
+        from chat.orchestrator import Orchestrator
+
+        ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="bedrock", seed=1))
+        await chat.send({"type": "message", "id": "a1", "text": "Recommend a shonen manga"})
+        await chat.send({"type": "message", "id": "a2", "text": "And a seinen one?"})
+        frames = await chat.until("completed")
+        busy = [f for f in frames if f["type"] == "error"]
+        assert [(f["code"], f["id"]) for f in busy] == [("busy", "a2")]
+        assert frames[-1]["id"] == "a1"
+
+    async def test_cross_origin_socket_is_refused(self, demo_catalog: None) -> None:
+        from mangaassist.asgi import application
+
+        communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")])
+        connected, _ = await communicator.connect()
+        assert not connected
+        await communicator.disconnect()
+
+
+class ConversationTests:
+    async def test_stop_cancels_the_answer_and_saves_it_partial(self, demo_catalog: None) -> None:
+        from chat.consumers import ChatConsumer
+        from chat.llm.simulated import SimulatedBackend
+        from chat.orchestrator import Orchestrator
+
+        ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="bedrock", seed=1))
+        chat = await open_chat()
+        await chat.send({"type": "message", "id": "s1", "text": "Recommend a shonen manga like Dragon Ball"})
+        await chat.until("delta")
+        await chat.send({"type": "stop", "id": "s1"})
+        frames = await chat.until("stopped")
+        assert frames[-1] == {"type": "stopped", "id": "s1"}
+        assert not [f for f in frames if f["type"] == "completed"]
+        await saved_turns(2)
+        answer = await sync_to_async(Turn.objects.get)(role=Role.ASSISTANT, client_message_id="s1")
+        assert answer.status == TurnStatus.PARTIAL and answer.failure_reason == "stopped" and answer.text
+        await chat.ws.disconnect()
+
+    async def test_conversation_resumes_on_a_new_socket_of_the_same_session(self, demo_catalog: None) -> None:
+        cookie = await _session_cookie()
+        first = await open_chat(headers=[ORIGIN, cookie])
+        frames = await first.ask("Recommend a shonen manga like Dragon Ball", "c1")
+        conversation = frames[0]["conversation"]
+        shown = frames[-1]["products"]
+        await first.ws.disconnect()
+
+        second = await open_chat(f"/ws/chat/?conversation={conversation}", headers=[ORIGIN, cookie])
+        frames = await second.ask("How much is the second one?", "c2")
+        assert frames[0]["conversation"] == conversation
+        assert [p["sku"] for p in frames[-1]["products"]] == [shown[1]["sku"]]
+        await second.ws.disconnect()
+
+    async def test_another_sessions_conversation_is_not_resumed(self, demo_catalog: None) -> None:
+        first = await open_chat(headers=[ORIGIN, await _session_cookie()])
+        conversation = (await first.ask("Hello", "c1"))[0]["conversation"]
+        await first.ws.disconnect()
+
+        stranger = await open_chat(f"/ws/chat/?conversation={conversation}", headers=[ORIGIN, await _session_cookie()])
+        error = await stranger.receive()
+        assert error["type"] == "error" and error["code"] == "conversation_not_found"
+        frames = await stranger.ask("Hello", "c2")
+        assert frames[0]["conversation"] != conversation
+        await stranger.ws.disconnect()
+
+    async def test_duplicate_message_id_is_answered_once(self, chat: ChatClient) -> None:
+        first = (await chat.ask("Recommend a seinen manga", "d1"))[-1]
+        await saved_turns(2)
+        again = await chat.ask("Recommend a seinen manga", "d1")
+        assert [f["type"] for f in again] == ["ack", "completed"]
+        assert again[-1]["text"] == first["text"]
+        count = await sync_to_async(Turn.objects.filter(client_message_id="d1").count)()
+        assert count == 2  # one user turn, one answer

@@ -1,0 +1,98 @@
+"""Shared fixtures: the demo catalog, the real ASGI app, a fast simulated model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> None:
+    """Each test starts with an empty cache, a rebuilt index and an instant simulated model."""
+    from catalog.retrieval import index_holder
+    from chat.consumers import ChatConsumer
+    from chat.llm.simulated import SimulatedBackend
+    from chat.orchestrator import Orchestrator
+
+    cache.clear()
+    index_holder.reset()
+    ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="instant", seed=7))
+    yield
+    ChatConsumer.orchestrator = None
+    index_holder.reset()
+
+
+@pytest.fixture
+def demo_catalog(transactional_db: None) -> None:
+    from catalog.services import demo_catalog_load
+
+    demo_catalog_load()
+
+
+class ChatClient:
+    """A WebSocket client of the real ASGI application."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.ws = communicator
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 5) -> dict[str, Any]:
+        return json.loads(await self.ws.receive_from(timeout=timeout))
+
+    async def until(self, *types: str, timeout: float = 10) -> list[dict[str, Any]]:
+        """Frames up to and including the first of `types`."""
+        frames = []
+        while True:
+            frame = await self.receive(timeout)
+            frames.append(frame)
+            if frame["type"] in types:
+                return frames
+
+    async def ask(self, text: str, message_id: str, **extra: Any) -> list[dict[str, Any]]:
+        await self.send({"type": "message", "id": message_id, "text": text, **extra})
+        return await self.until("completed", "error")
+
+
+async def open_chat(path: str = "/ws/chat/", headers: list[tuple[bytes, bytes]] | None = None) -> ChatClient:
+    from mangaassist.asgi import application
+
+    communicator = WebsocketCommunicator(application, path, headers=headers if headers is not None else [ORIGIN])
+    connected, _ = await communicator.connect()
+    assert connected
+    return ChatClient(communicator)
+
+
+@pytest.fixture
+async def chat(demo_catalog: None) -> AsyncIterator[ChatClient]:
+    client = await open_chat()
+    yield client
+    await client.ws.disconnect()
+
+
+async def saved_turns(expected: int, timeout: float = 3.0) -> list[tuple[str, str, str]]:
+    """(role, status, message id) of every turn, once `expected` are saved.
+
+    The answer is saved right after `completed` is sent (off the customer's wait).
+    """
+    import asyncio
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    from chat.models import Turn
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await sync_to_async(lambda: list(Turn.objects.order_by("created_at", "id")
+                                                .values_list("role", "status", "client_message_id")))()
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.02)
