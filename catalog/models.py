@@ -57,7 +57,7 @@ class Product(models.Model):
     )
     stock = models.PositiveIntegerField(default=0)
     description = models.TextField(blank=True)
-    sales_millions = models.DecimalField(max_digits=7, decimal_places=1, null=True, blank=True)
+    sales_millions = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
     source = models.CharField(max_length=16, choices=CatalogSource.choices, default=CatalogSource.MANUAL)
     madb_id = models.CharField(max_length=32, unique=True, null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

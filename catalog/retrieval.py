@@ -77,12 +77,16 @@ class LexicalIndex:
     doc_lengths: list[float] = field(default_factory=list)
     by_id: dict[int, int] = field(default_factory=dict)
     titles_compact: list[tuple[str, ...]] = field(default_factory=list)
+    # Character trigrams of the titles -> positions: candidates for misspelled titles.
+    title_grams: dict[str, list[int]] = field(default_factory=dict)
+    title_gram_sets: list[tuple[frozenset[str], ...]] = field(default_factory=list)
     version: object = None
 
     @classmethod
     def build(cls, documents: Iterable[tuple[IndexedProduct, dict[str, str]]], *, version: object = None) -> "LexicalIndex":
         index = cls(version=version)
         postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        grams: dict[str, list[int]] = defaultdict(list)
         for position, (item, fields) in enumerate(documents):
             weighted: Counter[str] = Counter()
             for name, text in fields.items():
@@ -95,8 +99,27 @@ class LexicalIndex:
             index.doc_lengths.append(sum(weighted.values()))
             index.by_id[item.product_id] = position
             index.titles_compact.append(tuple(compact(title) for title in item.titles if title))
+            gram_sets = tuple(frozenset(trigrams(t)) for t in index.titles_compact[-1] if len(t) >= 5)
+            index.title_gram_sets.append(gram_sets)
+            for gram in frozenset().union(*gram_sets):
+                grams[gram].append(position)
         index.postings = dict(postings)
+        index.title_grams = dict(grams)
         return index
+
+    def title_candidates(self, text: str, *, limit: int = 5, min_share: float = 0.6) -> list[int]:
+        """Positions of titles most of whose trigrams occur in `text` (typos and all)."""
+        grams = trigrams(compact(text))
+        shared: Counter[int] = Counter()
+        for gram in grams:
+            shared.update(self.title_grams.get(gram, ()))
+        scored = []
+        for position, _ in shared.most_common(64):
+            share = max((len(title & grams) / len(title) for title in self.title_gram_sets[position]), default=0.0)
+            if share >= min_share:
+                scored.append((share, self.items[position].popularity, position))
+        scored.sort(reverse=True)
+        return [position for _, _, position in scored[:limit]]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -154,6 +177,10 @@ class LexicalIndex:
                 scored.append((score, item))
         scored.sort(key=lambda pair: (-pair[0], -pair[1].popularity))
         return [ScoredProduct(item.product_id, round(score, 4)) for score, item in scored[:limit]]
+
+
+def trigrams(text: str) -> set[str]:
+    return {text[i : i + 3] for i in range(len(text) - 2)}
 
 
 def catalog_version() -> object:

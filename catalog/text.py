@@ -49,3 +49,8 @@ def tokens(text: str, *, keep_stopwords: bool = False) -> list[str]:
 def compact(text: str) -> str:
     """Folded text with everything but letters and digits removed, for title matching."""
     return "".join(_TOKEN_RE.findall(fold(text)))
+
+
+def script_runs(text: str) -> list[str]:
+    """Folded Latin words and whole Japanese runs, unsplit ("NARUTO -ナルト-" -> naruto, なると)."""
+    return _TOKEN_RE.findall(fold(text))

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from catalog.retrieval import LexicalIndex
-from catalog.text import compact, fold, tokens
+from catalog.text import compact, script_runs, tokens
 
 ORDER_ID_RE = re.compile(r"\b(MA-?\d{4,10})\b", re.IGNORECASE)
 VOLUME_RE = re.compile(r"\bvol(?:ume)?\.?\s*#?(\d{1,3})\b|(\d{1,3})\s*巻|第\s*(\d{1,3})\s*巻", re.IGNORECASE)
@@ -50,25 +50,29 @@ def _title_matches(text: str, index: LexicalIndex, limit: int = 3) -> list[int]:
     if not message:
         return []
     words = tokens(text)
-    candidates = index.search(text, limit=8)
+    lexical = {c.product_id: c.score for c in index.search(text, limit=8)}
+    positions = [index.by_id[pid] for pid in lexical]
+    positions += [p for p in index.title_candidates(text) if p not in positions]
     matched: list[tuple[float, int]] = []
-    for candidate in candidates:
-        position = index.by_id[candidate.product_id]
+    for position in positions:
         best = 0.0
-        for title in index.titles_compact[position]:
+        for original, title in zip(index.items[position].titles, index.titles_compact[position]):
             if len(title) < 2:
                 continue
             if title in message:
                 best = max(best, 1.0 + len(title) / 100)
                 continue
-            # Partial: a long enough distinctive part of the title ("kimetsu", "conan").
-            parts = [p for p in tokens(title) if len(p) >= 4]
-            if any(p in words for p in parts) and len(title) > 6:
-                best = max(best, 0.75)
+            # Partial: a distinctive part of the title ("kimetsu", "conan", the ナルト of "NARUTO -ナルト-").
+            for part in script_runs(original):
+                cjk = not part.isascii()
+                long_enough = len(part) >= 3 if cjk else (len(part) >= 6 or 2 * len(part) >= len(title)) and len(part) >= 4
+                if long_enough and part != title and (part in message if cjk else part in words):
+                    best = max(best, 0.75 + len(part) / 200)
         if best == 0.0:
             best = _fuzzy_score(words, index.items[position].titles)
+        product_id = index.items[position].product_id
         if best >= 0.72:
-            matched.append((best + candidate.score / 1000, candidate.product_id))
+            matched.append((best + lexical.get(product_id, 0.0) / 1000, product_id))
     matched.sort(reverse=True)
     return [pid for _, pid in matched[:limit]]
 
@@ -121,7 +125,3 @@ def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_p
     if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
         entities.referenced_ids = [current_product_id]
     return entities
-
-
-def normalised(text: str) -> str:
-    return fold(text)

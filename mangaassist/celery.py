@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from celery import Celery
@@ -22,6 +22,7 @@ app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
 _in_process_pool: ThreadPoolExecutor | None = None
+_in_flight: set[Future] = set()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -50,7 +51,7 @@ def enqueue(task: Any, *, args: tuple = (), kwargs: dict | None = None, expires:
 
     kwargs = kwargs or {}
     if settings.CELERY_TASKS_IN_PROCESS:
-        _pool().submit(_run_in_process, task, args, kwargs)
+        _in_flight.add(_pool().submit(_run_in_process, task, args, kwargs))
         metrics.TASKS_QUEUED.labels(task=task.name, result="in_process").inc()
         return True
     try:
@@ -73,3 +74,10 @@ def enqueue_on_commit(task: Any, *, args: tuple = (), kwargs: dict | None = None
     from django.db import transaction
 
     transaction.on_commit(lambda: enqueue(task, args=args, kwargs=kwargs, expires=expires))
+
+
+def in_process_wait(timeout: float = 10.0) -> None:
+    """Wait for the in-process tasks queued so far (tests, and a clean shutdown)."""
+    pending = list(_in_flight)
+    wait(pending, timeout=timeout)
+    _in_flight.difference_update(f for f in pending if f.done())

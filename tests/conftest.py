@@ -19,11 +19,13 @@ def _fresh_process_state() -> None:
     from chat.consumers import ChatConsumer
     from chat.llm.simulated import SimulatedBackend
     from chat.orchestrator import Orchestrator
+    from mangaassist.celery import in_process_wait
 
     cache.clear()
     index_holder.reset()
     ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="instant", seed=7))
     yield
+    in_process_wait()
     ChatConsumer.orchestrator = None
     index_holder.reset()
 

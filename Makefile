@@ -1,0 +1,51 @@
+# MangaAssist: `make run` serves the store with chat (embedded mode); `make test` runs every test.
+# Both install what they need into .venv first, and are quick the second time.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export HOST PORT
+
+.PHONY: run test install install-dev migrate catalog worker beat web clean bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# The stamp files are rebuilt only when a requirements file changes.
+$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(PY) manage.py migrate --noinput -v0
+
+catalog: migrate
+	$(PY) manage.py load_demo_catalog
+
+run: catalog
+	@echo "MangaAssist store: http://$(HOST):$(PORT)/  (LLM_BACKEND=$${LLM_BACKEND:-simulated})"
+	$(PY) -m daphne -b $(HOST) -p $(PORT) mangaassist.asgi:application
+
+# Scaled mode: run each in its own terminal with REDIS_URL and DATABASE_URL set.
+web: install
+	$(PY) -m daphne -b $(HOST) -p $(PORT) mangaassist.asgi:application
+worker: install
+	$(VENV)/bin/celery -A mangaassist worker -Q mangaassist --loglevel=INFO
+beat: install
+	$(VENV)/bin/celery -A mangaassist beat -S django_celery_beat.schedulers:DatabaseScheduler --loglevel=INFO
+
+test: install-dev
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles artifacts .pytest_cache

@@ -1,0 +1,76 @@
+"""Two web processes behind no sticky routing, a Celery worker, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import httpx
+import psycopg
+import pytest
+from websockets.asyncio.client import connect
+
+from .conftest import ScaledStack
+
+pytestmark = pytest.mark.scaled
+
+
+async def _ask(ws, text: str, message_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    await ws.send(json.dumps({"type": "message", "id": message_id, "text": text}))
+    frames = []
+    while True:
+        frame = json.loads(await ws.recv())
+        frames.append(frame)
+        if frame["type"] in ("completed", "error"):
+            return frames
+
+
+def _ws(base: str, path: str = "/ws/chat/") -> str:
+    return base.replace("http://", "ws://") + path
+
+
+class ScaledModeTests:
+    async def test_conversation_continues_on_another_web_process_and_worker_summarizes_it(
+        self, scaled_stack: ScaledStack
+    ) -> None:
+        web_a = scaled_stack.start_web("web-a")
+        web_b = scaled_stack.start_web("web-b")
+        scaled_stack.start("worker", sys.executable, "-m", "celery", "-A", "mangaassist", "worker",
+                           "--pool=solo", "--concurrency=1", "--loglevel=INFO", "-Q", "mangaassist")
+
+        # A browser: the store page gives it a session cookie.
+        page = httpx.get(web_a + "/")
+        assert page.status_code == 200 and "One Piece" in page.text
+        cookie = f"sessionid={page.cookies['sessionid']}"
+        headers = {"Cookie": cookie}
+
+        async with connect(_ws(web_a), origin=web_a, additional_headers=headers) as ws:
+            frames = await _ask(ws, "Recommend a shonen manga like Dragon Ball", "s1")
+        conversation = frames[0]["conversation"]
+        shown = frames[-1]["products"]
+        assert frames[-1]["type"] == "completed" and len(shown) == 3
+
+        # The same conversation on the other process (no sticky routing): it sees the history.
+        time.sleep(0.2)  # the first process saves the answer right after `completed`
+        async with connect(_ws(web_b, f"/ws/chat/?conversation={conversation}"), origin=web_b,
+                           additional_headers=headers) as ws:
+            frames = await _ask(ws, "Tell me more about the second one", "s2")
+            assert frames[0] == {"type": "ack", "id": "s2", "conversation": conversation}
+            assert [p["sku"] for p in frames[-1]["products"]] == [shown[1]["sku"]]
+            # Grow the conversation past the verbatim window: the worker folds old turns into a summary.
+            for n, text in enumerate(["Is it in stock?", "Any promotions right now?", "Recommend a seinen manga"]):
+                assert (await _ask(ws, text, f"s{n + 3}"))[-1]["type"] == "completed"
+
+        summary = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not summary:
+            with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
+                row = conn.execute("SELECT summary FROM chat_conversation WHERE id = %s", (conversation,)).fetchone()
+            summary = row[0] if row else ""
+            time.sleep(0.3)
+        assert "Dragon Ball" in summary, scaled_stack.log("worker")[-3000:]
+        assert "chat.conversation_summarize" in scaled_stack.log("worker")
+        with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
+            count = conn.execute("SELECT count(*) FROM chat_turn WHERE conversation_id = %s", (conversation,)).fetchone()[0]
+        assert count == 10  # five questions, five answers: nothing lost across processes
