@@ -198,6 +198,10 @@ def filters_from(text: str) -> Filters:
     return Filters(genres=genres, demographic=demographic, status=status)
 
 
+async def _given(value: T) -> T:
+    return value
+
+
 def _search(text: str, filters: Filters) -> list[ScoredProduct]:
     return get_index().search(text, limit=8, filters=filters)
 
@@ -234,6 +238,14 @@ class ContextAssembler:
         intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
                           mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
+        promotions_first: list[PromotionFacts] | None = None
+        if intent.intent == "promotion" and not entities.focus_ids:
+            # "What's on sale?": present series the running promotions name.
+            promotions_first = await _bounded("promotions", self.deadlines["store"], lambda: run_db(load_promotions),
+                                              [], degraded, timings)
+            named = [pid for p in promotions_first for pid in p.product_ids]
+            if named:
+                product_ids = named[:MAX_PRODUCTS]
 
         wanted = product_ids + ([seed_id] if seed_id and seed_id not in product_ids else [])
         facts_task = _bounded("store", self.deadlines["store"], lambda: run_db(load_product_facts, wanted),
@@ -241,7 +253,8 @@ class ContextAssembler:
         reviews_task = _bounded("reviews", self.deadlines["store"],
                                 lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
                                 {}, degraded, timings)
-        promotions_task = _bounded("promotions", self.deadlines["store"], lambda: run_db(load_promotions),
+        promotions_task = _bounded("promotions", self.deadlines["store"],
+                                   lambda: _given(promotions_first) if promotions_first is not None else run_db(load_promotions),
                                    [], degraded, timings)
         (facts, cache_hits), reviews, promotions = await asyncio.gather(facts_task, reviews_task, promotions_task)
 

@@ -41,8 +41,19 @@ def _run(product: ProductFacts) -> str:
     return product.status or "volume count not listed"
 
 
+def _gist(text: str, max_words: int = 18) -> str:
+    """The first sentence, cut at a clause when it runs long: list items stay scannable."""
+    sentence = _first_sentence(text)
+    words = sentence.split()
+    if len(words) <= max_words:
+        return sentence
+    head = " ".join(words[:max_words])
+    comma = head.rfind(",")
+    return (head[:comma] if comma > len(head) // 2 else head).rstrip(",;:") + "…"
+
+
 def _product_line(number: int, product: ProductFacts) -> str:
-    about = _first_sentence(product.description) if product.description else ", ".join(product.genres)
+    about = _gist(product.description) if product.description else ", ".join(product.genres)
     return f"{number}. **{product.title}** by {_authors(product)}: {about} ({_run(product)}; {_availability(product)})"
 
 
@@ -50,7 +61,7 @@ def _promotion_note(context: AssembledContext) -> str:
     if not context.promotions:
         return ""
     promotion = context.promotions[0]
-    return f"\n\nCurrent offer: **{promotion.title}**, {promotion.discount_percent}% off ({promotion.description.rstrip('.')})."
+    return f"\n\nCurrent offer: **{promotion.title}**: {promotion.description}"
 
 
 def write_answer(context: AssembledContext) -> str:
@@ -123,7 +134,7 @@ def _product_question(context: AssembledContext) -> str:
 def _promotion(context: AssembledContext) -> str:
     if not context.promotions:
         return "There are no promotions running right now. Our prices are listed per volume on each product page."
-    lines = [f"- **{p.title}**: {p.discount_percent}% off. {p.description}" for p in context.promotions]
+    lines = [f"- **{p.title}** ({p.discount_percent}% off): {p.description}" for p in context.promotions]
     answer = "These offers are running now:\n\n" + "\n".join(lines)
     if context.products:
         answer += "\n\nSeries that qualify include " + ", ".join(f"**{p.title}**" for p in context.products) + "."

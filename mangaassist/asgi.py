@@ -14,6 +14,7 @@ from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from mangaassist.warmup import warm_up_in_background  # noqa: E402
 
 
 def allowed_origins() -> list[str]:
@@ -31,3 +32,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+if os.environ.get("MANGAASSIST_WARMUP", "true").lower() != "false":
+    warm_up_in_background()

@@ -285,7 +285,7 @@ if LLM_SIMULATED_PROFILE not in {"bedrock", "instant"}:
 # one output token every decode interval; each draw gets +/- jitter.
 LLM_SIM_PREFILL_BASE_MS = env_float("LLM_SIM_PREFILL_BASE_MS", 180.0, minimum=0)
 LLM_SIM_PREFILL_PER_TOKEN_MS = env_float("LLM_SIM_PREFILL_PER_TOKEN_MS", 0.08, minimum=0)
-LLM_SIM_DECODE_MS_PER_TOKEN = env_float("LLM_SIM_DECODE_MS_PER_TOKEN", 8.0, minimum=0)
+LLM_SIM_DECODE_MS_PER_TOKEN = env_float("LLM_SIM_DECODE_MS_PER_TOKEN", 5.0, minimum=0)
 LLM_SIM_JITTER = env_float("LLM_SIM_JITTER", 0.15, minimum=0)
 
 BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID", "anthropic.claude-3-5-sonnet-20241022-v2:0")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, AsyncIterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
+
+# The ASGI app would warm the index on a thread at import; tests build it when they need it.
+os.environ["MANGAASSIST_WARMUP"] = "false"
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 

@@ -74,3 +74,18 @@ class ScaledModeTests:
         with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
             count = conn.execute("SELECT count(*) FROM chat_turn WHERE conversation_id = %s", (conversation,)).fetchone()[0]
         assert count == 10  # five questions, five answers: nothing lost across processes
+
+    def test_beat_runs_with_the_database_scheduler_in_tokyo_time(self, scaled_stack: ScaledStack) -> None:
+        beat = scaled_stack.start("beat", sys.executable, "-m", "celery", "-A", "mangaassist", "beat",
+                                  "--loglevel=DEBUG", "--pidfile=", "-s", str(scaled_stack.logs / "beat-schedule"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "DatabaseScheduler" not in scaled_stack.log("beat"):
+            time.sleep(0.3)
+        assert beat.poll() is None, scaled_stack.log("beat")
+        log = scaled_stack.log("beat")
+        assert "django_celery_beat.schedulers.DatabaseScheduler" in log
+        with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM django_celery_beat_periodictask").fetchall()]
+        assert "celery.backend_cleanup" in names  # beat wrote its schedule into PostgreSQL
+        result = scaled_stack.manage("shell", "-c", "from mangaassist.celery import app; print(app.conf.timezone)")
+        assert result.stdout.strip().splitlines()[-1] == "Asia/Tokyo"

@@ -1,0 +1,33 @@
+"""Process warm-up: pay the one-off costs before the first customer does.
+
+The tokenizer file (about 0.1 s) and the catalog index (tens of ms for the demo
+catalog, seconds for the MADB import) load on a background thread at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+logger = logging.getLogger(__name__)
+
+
+def _warm() -> None:
+    from django.db import close_old_connections
+
+    from catalog.retrieval import get_index
+    from chat.compression import count_tokens
+
+    try:
+        count_tokens("warm up")
+        get_index()
+    except Exception:  # noqa: BLE001 - e.g. not migrated yet: the first request builds it instead
+        logger.warning("warm-up skipped", exc_info=True)
+    finally:
+        close_old_connections()
+
+
+def warm_up_in_background() -> threading.Thread:
+    thread = threading.Thread(target=_warm, name="mangaassist-warmup", daemon=True)
+    thread.start()
+    return thread
