@@ -23,7 +23,7 @@ from catalog.text import tokens
 
 from . import selectors
 from .compression import Chunk
-from .entities import Entities, resolve
+from .entities import Entities, refers_to_earlier_turns, resolve
 from .intents import IntentResult, classify
 from .selectors import Memory
 from .threads import run_db
@@ -225,7 +225,11 @@ class ContextAssembler:
         timings: dict[str, float] = {}
         filters = filters_from(turn.text)
 
-        memory_task = _bounded("memory", self.deadlines["memory"],
+        # Without memory, "the second one" cannot be answered right: such a message waits longer for it.
+        memory_deadline = self.deadlines["memory"]
+        if refers_to_earlier_turns(turn.text):
+            memory_deadline = max(memory_deadline, self.deadlines.get("memory_reference", 0.5))
+        memory_task = _bounded("memory", memory_deadline,
                                lambda: run_db(selectors.conversation_memory, conversation_id=turn.conversation_id),
                                Memory(), degraded, timings)
         retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],

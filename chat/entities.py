@@ -125,3 +125,8 @@ def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_p
     if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
         entities.referenced_ids = [current_product_id]
     return entities
+
+
+def refers_to_earlier_turns(text: str) -> bool:
+    """Cheap check, before memory arrives: does the message point at an earlier answer?"""
+    return bool(_ORDINAL_RE.search(text) or _JA_ORDINAL_RE.search(text) or _ANAPHOR_RE.search(text))

@@ -311,6 +311,8 @@ CHAT_RATE_LIMIT_WINDOW_SECONDS = env_int("CHAT_RATE_LIMIT_WINDOW_SECONDS", 60, m
 
 ASSEMBLY_DEADLINES = {
     "memory": env_float("ASSEMBLY_DEADLINE_MEMORY", 0.05, minimum=0.001),
+    # A message that points at an earlier answer ("the second one") needs memory to be right.
+    "memory_reference": env_float("ASSEMBLY_DEADLINE_MEMORY_REFERENCE", 0.5, minimum=0.001),
     "retrieval": env_float("ASSEMBLY_DEADLINE_RETRIEVAL", 0.08, minimum=0.001),
     "store": env_float("ASSEMBLY_DEADLINE_STORE", 0.05, minimum=0.001),
     "prefetch": env_float("ASSEMBLY_DEADLINE_PREFETCH", 0.02, minimum=0.001),

@@ -21,10 +21,26 @@ def _warm() -> None:
     try:
         count_tokens("warm up")
         get_index()
+        _open_pool_connections()
     except Exception:  # noqa: BLE001 - e.g. not migrated yet: the first request builds it instead
         logger.warning("warm-up skipped", exc_info=True)
     finally:
         close_old_connections()
+
+
+def _open_pool_connections(count: int = 4) -> None:
+    """Open database connections on a few ORM pool threads, so early turns skip the connect."""
+    from concurrent.futures import wait
+
+    from django.db import connection
+
+    from chat.threads import DB_EXECUTOR
+
+    def ping() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    wait([DB_EXECUTOR.submit(ping) for _ in range(count)], timeout=10)
 
 
 def warm_up_in_background() -> threading.Thread:

@@ -26,6 +26,17 @@ async def _ask(ws, text: str, message_id: str) -> list[dict]:  # type: ignore[no
             return frames
 
 
+def _wait_for_turns(stack: ScaledStack, conversation: str, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
+            row = conn.execute("SELECT count(*) FROM chat_turn WHERE conversation_id = %s", (conversation,)).fetchone()
+        if row[0] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} turns saved")
+
+
 def _ws(base: str, path: str = "/ws/chat/") -> str:
     return base.replace("http://", "ws://") + path
 
@@ -52,7 +63,7 @@ class ScaledModeTests:
         assert frames[-1]["type"] == "completed" and len(shown) == 3
 
         # The same conversation on the other process (no sticky routing): it sees the history.
-        time.sleep(0.2)  # the first process saves the answer right after `completed`
+        _wait_for_turns(scaled_stack, conversation, 2)  # the answer is saved right after `completed`
         async with connect(_ws(web_b, f"/ws/chat/?conversation={conversation}"), origin=web_b,
                            additional_headers=headers) as ws:
             frames = await _ask(ws, "Tell me more about the second one", "s2")
@@ -84,8 +95,11 @@ class ScaledModeTests:
         assert beat.poll() is None, scaled_stack.log("beat")
         log = scaled_stack.log("beat")
         assert "django_celery_beat.schedulers.DatabaseScheduler" in log
-        with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
-            names = [r[0] for r in conn.execute("SELECT name FROM django_celery_beat_periodictask").fetchall()]
-        assert "celery.backend_cleanup" in names  # beat wrote its schedule into PostgreSQL
+        names: list[str] = []
+        while time.monotonic() < deadline and "celery.backend_cleanup" not in names:
+            with psycopg.connect(scaled_stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
+                names = [r[0] for r in conn.execute("SELECT name FROM django_celery_beat_periodictask").fetchall()]
+            time.sleep(0.2)
+        assert "celery.backend_cleanup" in names  # beat keeps its schedule in PostgreSQL
         result = scaled_stack.manage("shell", "-c", "from mangaassist.celery import app; print(app.conf.timezone)")
         assert result.stdout.strip().splitlines()[-1] == "Asia/Tokyo"
