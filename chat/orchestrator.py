@@ -83,10 +83,19 @@ class Orchestrator:
     # --- routes -----------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        """Primary route first, then fallbacks."""
+        """Primary route first, then the fallback (a secondary model), if one is configured."""
         if self.backend.name == "simulated":
-            return [Route("simulated", f"simulated-{settings.LLM_SIMULATED_PROFILE}")]
-        return [Route("on_demand", settings.BEDROCK_MODEL_ID if self.backend.name == "bedrock" else self.backend.name)]
+            primary = Route("simulated", f"simulated-{getattr(self.backend, 'profile', 'bedrock')}")
+        elif self.backend.name == "bedrock":
+            primary = Route("on_demand", settings.BEDROCK_MODEL_ID)
+        elif self.backend.name == "openai":
+            primary = Route("openai", settings.OPENAI_MODEL or "default")
+        else:
+            primary = Route(self.backend.name, self.backend.name)
+        routes = [primary]
+        if settings.LLM_FALLBACK_MODEL_ID and settings.LLM_FALLBACK_MODEL_ID != primary.model_id:
+            routes.append(Route("secondary", settings.LLM_FALLBACK_MODEL_ID))
+        return routes
 
     # --- the turn ---------------------------------------------------------------------------
 
@@ -102,9 +111,12 @@ class Orchestrator:
         overhead = time.perf_counter() - received_at
         metrics.ORCHESTRATOR_OVERHEAD.labels(context.intent).observe(overhead)
         outcome = StreamOutcome()
+        exact_count = self._exact_count(request)
         try:
             await self._stream(request, routes, sink, outcome, received_at)
         except asyncio.CancelledError:
+            if exact_count:
+                exact_count.cancel()
             # `stop` or a closed socket: the upstream call is already closed; keep what was said.
             await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead,
                                               TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED, "stopped"))
@@ -116,9 +128,25 @@ class Orchestrator:
             return
         presented = guardrails.products_presented(outcome.text, context.products)
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
+        if exact_count:
+            turn_metrics["exact_prompt_tokens"] = await self._exact_count_result(exact_count)
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics)
+
+    def _exact_count(self, request: LLMRequest) -> asyncio.Task | None:
+        """The provider's exact prompt count (Bedrock CountTokens), asked beside the call, never before it."""
+        count = getattr(self.backend, "count_tokens", None)
+        if count is None or not settings.BEDROCK_COUNT_TOKENS:
+            return None
+        return asyncio.create_task(count(request))
+
+    @staticmethod
+    async def _exact_count_result(task: asyncio.Task) -> int | None:
+        try:
+            return await asyncio.wait_for(task, timeout=1.0)
+        except Exception:  # noqa: BLE001 - an estimate is still recorded; the exact count is a bonus
+            return None
 
     def compress(self, context: AssembledContext) -> CompressedPrompt:
         compressor = PromptCompressor(PromptBudget())

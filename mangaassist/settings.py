@@ -287,6 +287,8 @@ LLM_SIM_PREFILL_BASE_MS = env_float("LLM_SIM_PREFILL_BASE_MS", 180.0, minimum=0)
 LLM_SIM_PREFILL_PER_TOKEN_MS = env_float("LLM_SIM_PREFILL_PER_TOKEN_MS", 0.08, minimum=0)
 LLM_SIM_DECODE_MS_PER_TOKEN = env_float("LLM_SIM_DECODE_MS_PER_TOKEN", 5.0, minimum=0)
 LLM_SIM_JITTER = env_float("LLM_SIM_JITTER", 0.15, minimum=0)
+# Injected faults for load tests, per call: e.g. "throttle:0.05,stream_error:0.01,stall:0.01,cut:0.01".
+LLM_SIM_FAULTS = env_str("LLM_SIM_FAULTS")
 
 BEDROCK_MODEL_ID = env_str("BEDROCK_MODEL_ID", "anthropic.claude-3-5-sonnet-20241022-v2:0")
 AWS_REGION = env_str("AWS_REGION", "us-east-1")
@@ -296,6 +298,28 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL") or None
 OPENAI_MODEL = env_str("OPENAI_MODEL") or None
 
 LLM_MAX_OUTPUT_TOKENS = env_int("LLM_MAX_OUTPUT_TOKENS", 400, minimum=16)
+LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.3, minimum=0)
+# Where an answer goes when the primary route fails before its first token (empty: nowhere).
+LLM_FALLBACK_MODEL_ID = env_str("LLM_FALLBACK_MODEL_ID")
+
+# Bedrock specifics: `converse` (ConverseStream) or `invoke` (InvokeModelWithResponseStream).
+BEDROCK_API = env_str("BEDROCK_API", "converse")
+if BEDROCK_API not in {"converse", "invoke"}:
+    raise ImproperlyConfigured(f"BEDROCK_API must be converse or invoke, not {BEDROCK_API!r}")
+BEDROCK_PROMPT_CACHE = env_bool("BEDROCK_PROMPT_CACHE", True)
+# `auto`: latency-optimized inference for the models that offer it; `true` / `false` to force.
+BEDROCK_LATENCY_OPTIMIZED = env_str("BEDROCK_LATENCY_OPTIMIZED", "auto").lower()
+if BEDROCK_LATENCY_OPTIMIZED not in {"auto", "true", "false"}:
+    raise ImproperlyConfigured("BEDROCK_LATENCY_OPTIMIZED must be auto, true or false")
+# Ask Bedrock's CountTokens for the exact prompt size of each turn (beside the call, off its path).
+BEDROCK_COUNT_TOKENS = env_bool("BEDROCK_COUNT_TOKENS", False)
+BEDROCK_CONNECT_TIMEOUT_SECONDS = env_float("BEDROCK_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+BEDROCK_MAX_CONNECTIONS = env_int("BEDROCK_MAX_CONNECTIONS", 200, minimum=1)
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+LOCAL_MODEL_PATH = env_str("LOCAL_MODEL_PATH")
+LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 4096, minimum=512)
+LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2, minimum=1)
 
 # --- Chat: the socket ------------------------------------------------------------------
 

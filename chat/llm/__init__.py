@@ -16,4 +16,16 @@ def get_backend(name: str | None = None) -> LLMBackend:
         from .simulated import SimulatedBackend
 
         return SimulatedBackend()
-    raise ValueError(f"LLM backend {name!r} is not available in this build")
+    if name == "bedrock":
+        from .bedrock import BedrockBackend
+
+        return BedrockBackend()
+    if name == "openai":
+        from .openai import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend()
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    raise ValueError(f"unknown LLM backend {name!r}")

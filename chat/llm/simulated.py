@@ -15,7 +15,7 @@ from typing import AsyncIterator
 from django.conf import settings
 
 from ..compression import encoding
-from .base import LLMRequest, LLMStreamError, LLMThrottled, StreamEvent, TextDelta, Usage
+from .base import LLMRequest, LLMStreamError, LLMThrottled, LLMUnavailable, StreamEvent, TextDelta, Usage
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,23 @@ class Pace:
         return max(0.0, self.decode_ms_per_token * (1 + rng.uniform(-self.jitter, self.jitter))) / 1000
 
 
+FAULT_KINDS = ("throttle", "stream_error", "stall", "cut")
+
+
+def parse_fault_rates(spec: str) -> dict[str, float]:
+    """`throttle:0.05,stall:0.01` -> {"throttle": 0.05, "stall": 0.01}."""
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        kind, _, rate = item.partition(":")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"LLM_SIM_FAULTS: unknown fault {kind!r}; use {', '.join(FAULT_KINDS)}")
+        try:
+            rates[kind] = float(rate)
+        except ValueError as exc:
+            raise ValueError(f"LLM_SIM_FAULTS: {item!r} needs a rate such as {kind}:0.05") from exc
+    return rates
+
+
 @dataclass(frozen=True)
 class Fault:
     """An injected failure: `throttle` (429 before the stream), `stream_error` / `stall` / `cut` after `after_tokens`."""
@@ -56,14 +73,24 @@ class SimulatedBackend:
         self.pace = Pace.from_settings(self.profile)
         self.rng = random.Random(seed)
         self.faults: list[Fault] = []  # consumed in order, one per call
+        self.fault_rates = parse_fault_rates(settings.LLM_SIM_FAULTS)
 
     def inject(self, fault: Fault) -> None:
         self.faults.append(fault)
 
+    def _next_fault(self) -> Fault | None:
+        """An injected fault first; otherwise one drawn at the rates of LLM_SIM_FAULTS (load tests)."""
+        if self.faults:
+            return self.faults.pop(0)
+        for kind, rate in self.fault_rates.items():
+            if self.rng.random() < rate:
+                return Fault(kind, after_tokens=0 if kind == "throttle" else self.rng.randint(1, 20))
+        return None
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         from ..responder import write_answer
 
-        fault = self.faults.pop(0) if self.faults else None
+        fault = self._next_fault()
         if fault and fault.kind == "throttle":
             raise LLMThrottled("simulated ThrottlingException before the stream", retry_after=0.05)
         text = write_answer(request.grounding) if request.grounding is not None else "…"
@@ -75,7 +102,9 @@ class SimulatedBackend:
             if fault and position == fault.after_tokens and fault.kind != "throttle":
                 if fault.kind == "stall":
                     await asyncio.sleep(3600)
-                raise LLMStreamError(f"simulated {fault.kind} after {position} tokens")
+                if fault.kind == "cut":
+                    raise LLMUnavailable(f"simulated cut connection after {position} tokens")
+                raise LLMStreamError(f"simulated model stream error after {position} tokens")
             pending.append(token_id)
             piece = encoding().decode(pending)
             if "\ufffd" in piece:  # a multi-byte character split across tokens: wait for the rest

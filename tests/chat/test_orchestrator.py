@@ -1,0 +1,94 @@
+"""The one model-call policy, through the real socket: retries, fallback, partial answers, stalls."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.consumers import ChatConsumer
+from chat.llm.simulated import Fault, SimulatedBackend
+from chat.models import Role, Turn, TurnStatus
+from chat.orchestrator import Orchestrator
+from tests.conftest import open_chat, saved_turns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _use(backend: SimulatedBackend) -> SimulatedBackend:
+    ChatConsumer.orchestrator = Orchestrator(backend=backend)
+    return backend
+
+
+async def _answer(message_id: str) -> Turn:
+    await saved_turns(2)
+    return await sync_to_async(Turn.objects.get)(role=Role.ASSISTANT, client_message_id=message_id)
+
+
+class ModelCallPolicyTests:
+    async def test_throttled_before_first_token_is_retried_and_answered(self, demo_catalog: None) -> None:
+        backend = _use(SimulatedBackend(profile="instant"))
+        backend.inject(Fault("throttle"))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a seinen manga", "r1")
+        await chat.ws.disconnect()
+        assert frames[-1]["type"] == "completed" and frames[-1]["metrics"]["retries"] == 1
+        assert not [f for f in frames if f["type"] == "error"]
+
+    async def test_throttled_every_time_falls_back_to_the_secondary_route(self, demo_catalog: None, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.LLM_FALLBACK_MODEL_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"
+        settings.LLM_MAX_RETRIES = 1
+        backend = _use(SimulatedBackend(profile="instant"))
+        backend.inject(Fault("throttle"))
+        backend.inject(Fault("throttle"))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a seinen manga", "r1")
+        await chat.ws.disconnect()
+        assert frames[-1]["type"] == "completed"
+        assert frames[-1]["metrics"]["route"] == "secondary" and frames[-1]["metrics"]["retries"] == 2
+
+    async def test_throttled_past_every_retry_is_an_error_and_a_failed_turn(self, demo_catalog: None, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.LLM_MAX_RETRIES = 2
+        backend = _use(SimulatedBackend(profile="instant"))
+        for _ in range(3):
+            backend.inject(Fault("throttle"))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a seinen manga", "r1")
+        assert frames[-1]["type"] == "error" and frames[-1]["code"] == "upstream_unavailable"
+        assert (await chat.ask("Hello", "r2"))[-1]["type"] == "completed"  # the socket goes on
+        await chat.ws.disconnect()
+        answer = await sync_to_async(Turn.objects.get)(role=Role.ASSISTANT, client_message_id="r1")
+        assert answer.status == TurnStatus.FAILED and answer.text == "" and answer.failure_reason
+
+    async def test_error_mid_stream_is_not_retried_and_the_partial_answer_is_saved(self, demo_catalog: None) -> None:
+        backend = _use(SimulatedBackend(profile="instant"))
+        backend.inject(Fault("stream_error", after_tokens=5))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a shonen manga like Dragon Ball", "p1")
+        await chat.ws.disconnect()
+        deltas = [f for f in frames if f["type"] == "delta"]
+        assert len(deltas) == 5 and frames[-1]["type"] == "error"
+        assert not [f for f in frames if f["type"] == "completed"]
+        answer = await _answer("p1")
+        assert answer.status == TurnStatus.PARTIAL and answer.text == "".join(d["text"] for d in deltas)
+        assert "error" in answer.failure_reason
+
+    async def test_stall_after_the_first_token_is_a_failure(self, demo_catalog: None, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.LLM_STALL_SECONDS = 0.2
+        backend = _use(SimulatedBackend(profile="instant"))
+        backend.inject(Fault("stall", after_tokens=3))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a shonen manga", "st1")
+        await chat.ws.disconnect()
+        assert frames[-1]["type"] == "error" and len([f for f in frames if f["type"] == "delta"]) == 3
+        answer = await _answer("st1")
+        assert answer.status == TurnStatus.PARTIAL and "stalled" in answer.failure_reason
+
+    async def test_keepalive_is_sent_while_the_first_token_is_slow(self, demo_catalog: None, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.CHAT_KEEPALIVE_SECONDS = 0.05
+        settings.LLM_SIM_PREFILL_BASE_MS = 300
+        _use(SimulatedBackend(profile="bedrock"))
+        chat = await open_chat()
+        frames = await chat.ask("Hello", "k1")
+        await chat.ws.disconnect()
+        types = [f["type"] for f in frames]
+        assert "keepalive" in types and types.index("keepalive") < types.index("delta")
