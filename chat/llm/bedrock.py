@@ -64,7 +64,8 @@ def runtime_client() -> Any:
             client = _clients.get(key)
             if client is None:
                 config = Config(
-                    retries={"max_attempts": 1, "mode": "standard"},  # our policy retries, not botocore's
+                    # One attempt in all (`max_attempts` would count retries): our policy retries, not botocore's.
+                    retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=settings.BEDROCK_CONNECT_TIMEOUT_SECONDS,
                     read_timeout=settings.LLM_STALL_SECONDS + 5,
                     max_pool_connections=settings.BEDROCK_MAX_CONNECTIONS,
@@ -137,8 +138,18 @@ def invoke_body(request: LLMRequest) -> dict[str, Any]:
 
 
 def _shutdown(stream: Any) -> None:
-    """Shut the stream's socket down from another thread: a blocked read returns at once."""
+    """Shut the stream's socket down from another thread: a blocked read returns at once.
+
+    A plain close() would wait for the blocked reader's read timeout; urllib3 (>= 2.3)
+    offers shutdown() for exactly this, with the raw socket as a fallback.
+    """
     raw = getattr(stream, "_raw_stream", None)
+    shutdown = getattr(raw, "shutdown", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001 - fall through to the socket itself
+            pass
     for path in (("_connection", "sock"), ("_fp", "fp", "raw", "_sock"), ("connection", "sock")):
         node = raw
         for attribute in path:

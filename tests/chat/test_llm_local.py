@@ -82,3 +82,21 @@ class LlamaServerPeerTests:
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+class LocalEndToEndTests:
+    async def test_store_chat_streams_through_the_local_model(self, demo_catalog: None) -> None:
+        from chat.consumers import ChatConsumer
+        from chat.llm.local import LocalBackend
+        from chat.orchestrator import Orchestrator
+        from tests.conftest import open_chat
+
+        ChatConsumer.orchestrator = Orchestrator(backend=LocalBackend())
+        chat = await open_chat()
+        frames = await chat.ask("Is Naruto in stock?", "l1")
+        await chat.ws.disconnect()
+        deltas = [f for f in frames if f["type"] == "delta"]
+        assert frames[-1]["type"] == "completed" and len(deltas) > 1
+        assert frames[-1]["text"] == "".join(d["text"] for d in deltas)
+        assert frames[-1]["metrics"]["backend"] == "local" and frames[-1]["metrics"]["output_tokens"] > 0
