@@ -17,9 +17,13 @@ def _warm() -> None:
 
     from catalog.retrieval import get_index
     from chat.compression import count_tokens
+    from chat.llm import get_backend
 
     try:
         count_tokens("warm up")
+        warm = getattr(get_backend(), "warm", None)
+        if warm is not None:
+            warm()  # e.g. the boto3 client (~80 ms) or the llama.cpp model, before the first customer
         get_index()
         _open_pool_connections()
     except Exception:  # noqa: BLE001 - e.g. not migrated yet: the first request builds it instead

@@ -200,6 +200,9 @@ class BedrockBackend:
     def __init__(self, *, api: str | None = None) -> None:
         self.api = api or settings.BEDROCK_API
 
+    def warm(self) -> None:
+        runtime_client()
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         holder: dict[str, Any] = {}
 

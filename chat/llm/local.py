@@ -80,6 +80,9 @@ class LocalModel:
 class LocalBackend:
     name = "local"
 
+    def warm(self) -> None:
+        LocalModel.get()
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         stop = threading.Event()
 

@@ -59,14 +59,17 @@ def _free_port() -> int:
 
 
 class LlamaServerPeerTests:
-    async def test_llama_cpp_server_is_a_real_openai_compatible_peer(self) -> None:
+    async def test_llama_cpp_server_is_a_real_openai_compatible_peer(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
         from chat.llm.local import model_path
         from chat.llm.openai import OpenAICompatibleBackend
 
         port = _free_port()
+        # llama_cpp.server reads HOST and PORT from the environment before its flags: keep ours out.
+        env = {k: v for k, v in os.environ.items() if k not in {"HOST", "PORT"}}
+        log = tmp_path / "llama-server.log"
         server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()),
                                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
         try:
             base = f"http://127.0.0.1:{port}/v1"
             deadline = time.monotonic() + 60
@@ -76,6 +79,7 @@ class LlamaServerPeerTests:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.3)
+            assert server.poll() is None, log.read_text()[-2000:]
             events = [e async for e in OpenAICompatibleBackend(base_url=base, model="smollm2").stream(_request("Hello!"))]
             assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
             assert sum(isinstance(e, TextDelta) for e in events) > 1  # streamed, not one blob
