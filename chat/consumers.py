@@ -90,7 +90,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             elif kind == "resume":
                 await self._on_resume(*protocol.check_resume(frame))
             elif kind == "client_metrics":
-                self._on_client_metrics(protocol.check_client_metrics(frame))
+                await self._on_client_metrics(protocol.check_client_metrics(frame))
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, exc.message_id)
 
@@ -173,14 +173,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_resume(self, message_id: str, after: int) -> None:
         raise ProtocolError("invalid_message", "There is no interrupted answer with that id to resume.", message_id)
 
-    def _on_client_metrics(self, reported: protocol.ClientMetrics) -> None:
-        if reported.id not in self.answered_ids:
-            return  # only the socket's own answers count
+    async def _on_client_metrics(self, reported: protocol.ClientMetrics) -> None:
+        if reported.id not in self.answered_ids or self.conversation_id is None:
+            return  # only the socket's own answers count, once each
+        self.answered_ids.discard(reported.id)
         if reported.first_token_ms is not None:
             metrics.CLIENT_FIRST_TOKEN.observe(reported.first_token_ms / 1000)
         if reported.total_ms is not None:
             metrics.CLIENT_TOTAL.observe(reported.total_ms / 1000)
-        self.answered_ids.discard(reported.id)
+        await run_db(services.turn_record_client_timing, conversation_id=self.conversation_id,
+                     client_message_id=reported.id, first_token_ms=reported.first_token_ms,
+                     total_ms=reported.total_ms)
 
     # --- helpers -------------------------------------------------------------------------------
 

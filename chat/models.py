@@ -63,3 +63,38 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+
+class TurnRecord(models.Model):
+    """One answer's latency breakdown: the dashboard, the alarms and the relearning read these."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.SET_NULL, null=True, related_name="records")
+    turn = models.OneToOneField(Turn, on_delete=models.SET_NULL, null=True, related_name="record")
+    client_message_id = models.CharField(max_length=64)
+    intent = models.CharField(max_length=32, blank=True)
+    previous_intent = models.CharField(max_length=32, blank=True)
+    route = models.CharField(max_length=32, blank=True)
+    backend = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=16, choices=TurnStatus.choices)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    raw_prompt_tokens = models.PositiveIntegerField(default=0)
+    compression_ratio = models.FloatField(null=True)
+    assembly_ms = models.FloatField(null=True)
+    overhead_ms = models.FloatField(null=True)
+    degraded_sources = models.JSONField(default=dict, blank=True)
+    first_token_ms = models.FloatField(null=True)
+    total_ms = models.FloatField(null=True)
+    client_first_token_ms = models.FloatField(null=True)
+    client_total_ms = models.FloatField(null=True)
+    output_tokens = models.PositiveIntegerField(default=0)
+    prefetch_hit = models.BooleanField(null=True)
+    provider_cache_hit = models.BooleanField(default=False)
+    speculative = models.BooleanField(default=False, help_text="Served from a pre-generated answer.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["intent", "created_at"]), models.Index(fields=["route", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.intent} {self.first_token_ms} ms"

@@ -240,6 +240,7 @@ class Orchestrator:
             "route": outcome.route.name if outcome.route else None,
             "backend": self.backend.name,
             "intent": context.intent,
+            "previous_intent": context.memory.previous_intent,
             "assembly_ms": context.assembly_ms,
             "overhead_ms": round(overhead * 1000, 2),
             "degraded": context.degraded,

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from .compression import count_tokens
-from .models import Conversation, Role, Turn, TurnStatus
+from .models import Conversation, Role, Turn, TurnRecord, TurnStatus
 
 
 class ConversationNotFound(Exception):
@@ -83,8 +83,32 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         if created:
             from .selectors import VERBATIM_TURNS
 
+            turn_record_create(turn=turn, metrics=metrics or {})
             conversation_summary_due(conversation_id=conversation_id, window=VERBATIM_TURNS)
     return turn
+
+
+def turn_record_create(*, turn: Turn, metrics: dict) -> TurnRecord:
+    """The answer's latency breakdown, for the dashboard, the alarms and the relearning."""
+    return TurnRecord.objects.create(
+        conversation_id=turn.conversation_id, turn=turn, client_message_id=turn.client_message_id,
+        intent=turn.intent, previous_intent=metrics.get("previous_intent") or "", route=metrics.get("route") or "",
+        backend=metrics.get("backend") or "", status=turn.status, prompt_tokens=metrics.get("prompt_tokens") or 0,
+        raw_prompt_tokens=metrics.get("raw_prompt_tokens") or 0, compression_ratio=metrics.get("compression_ratio"),
+        assembly_ms=metrics.get("assembly_ms"), overhead_ms=metrics.get("overhead_ms"),
+        degraded_sources=metrics.get("degraded") or {}, first_token_ms=metrics.get("first_token_ms"),
+        total_ms=metrics.get("total_ms") if turn.status == TurnStatus.COMPLETE else None,
+        output_tokens=metrics.get("output_tokens") or 0, prefetch_hit=metrics.get("prefetch_hit"),
+        provider_cache_hit=bool(metrics.get("provider_cache_hit")), speculative=bool(metrics.get("speculative")),
+    )
+
+
+def turn_record_client_timing(*, conversation_id: uuid.UUID, client_message_id: str,
+                              first_token_ms: float | None, total_ms: float | None) -> None:
+    """What the browser measured, added to the answer's record."""
+    fields = {k: v for k, v in (("client_first_token_ms", first_token_ms), ("client_total_ms", total_ms)) if v is not None}
+    if fields:
+        TurnRecord.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id).update(**fields)
 
 
 def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
