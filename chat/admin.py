@@ -21,3 +21,30 @@ class ConversationAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "session_key", "created_at", "updated_at", "summary", "summary_through", "raw_history_tokens"]
     inlines = [TurnInline]
     date_hierarchy = "created_at"
+
+
+# --- Prompt configuration: PMs tune budgets and page fields live --------------------------
+
+from .models import IntentPromptConfig, PromptBudget  # noqa: E402
+
+
+@admin.register(PromptBudget)
+class PromptBudgetAdmin(admin.ModelAdmin):
+    list_display = ["name", "active", "system", "retrieved", "conversation", "page", "user", "total", "updated_at"]
+    list_editable = ["active"]
+    readonly_fields = ["updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "active"]}),
+        ("Tokens per section", {
+            "fields": ["system", "retrieved", "conversation", "page", "user", "total"],
+            "description": "Every section is cut to its budget and the whole prompt to the total. "
+                           "Changes apply to the next answer in every web process.",
+        }),
+        (None, {"fields": ["updated_at"]}),
+    ]
+
+
+@admin.register(IntentPromptConfig)
+class IntentPromptConfigAdmin(admin.ModelAdmin):
+    list_display = ["intent", "page_fields", "updated_at"]
+    readonly_fields = ["updated_at"]

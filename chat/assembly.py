@@ -25,6 +25,7 @@ from . import selectors
 from .compression import Chunk
 from .entities import Entities, refers_to_earlier_turns, resolve
 from .intents import IntentResult, classify
+from .prompt_config import PromptConfig, prompt_config
 from .selectors import Memory
 from .threads import run_db
 
@@ -35,6 +36,7 @@ PRODUCT_FACTS_TTL = 5 * 60
 REVIEWS_TTL = 60 * 60
 PROMOTIONS_TTL = 15 * 60
 MAX_PRODUCTS = 3
+MAX_CANDIDATES = 8
 
 _DEMOGRAPHIC_WORDS = {"shonen": "shonen", "shounen": "shonen", "seinen": "seinen", "shojo": "shojo", "shoujo": "shojo",
                       "josei": "josei", "kids": "children", "children": "children", "少年": "shonen", "青年": "seinen",
@@ -75,6 +77,8 @@ class AssembledContext:
     timings_ms: dict[str, float] = field(default_factory=dict)
     prefetch_hit: bool | None = None
     assembly_ms: float = 0.0
+    others: list[ProductFacts] = field(default_factory=list)  # retrieved but not presented
+    config: PromptConfig = field(default_factory=PromptConfig)
 
     def chunks(self) -> list[Chunk]:
         """The store data as scored chunks for the compressor."""
@@ -83,6 +87,8 @@ class AssembledContext:
             out.append(Chunk(product_chunk(product, self.reviews.get(product.id)), score=1.0 - rank * 0.1))
         if self.seed and self.seed not in self.products:
             out.append(Chunk(product_chunk(self.seed, None), score=0.5))
+        for rank, product in enumerate(self.others):
+            out.append(Chunk(product_chunk(product, None), score=0.3 - rank * 0.01))
         for promotion in self.promotions:
             out.append(Chunk(f"Promotion {promotion.code}: {promotion.title}, {promotion.discount_percent}% off. "
                              f"{promotion.description}", score=0.4, source="promotion"))
@@ -234,7 +240,9 @@ class ContextAssembler:
                                Memory(), degraded, timings)
         retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
                                   lambda: run_db(_search, turn.text, filters), [], degraded, timings)
-        memory, retrieved = await asyncio.gather(memory_task, retrieval_task)
+        config_task = _bounded("config", self.deadlines["store"], lambda: run_db(prompt_config), PromptConfig(),
+                               degraded, timings)
+        memory, retrieved, config = await asyncio.gather(memory_task, retrieval_task, config_task)
         index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
 
         current_id = _current_product_id(turn.page, index)
@@ -252,7 +260,9 @@ class ContextAssembler:
                 product_ids = named[:MAX_PRODUCTS]
 
         wanted = product_ids + ([seed_id] if seed_id and seed_id not in product_ids else [])
-        facts_task = _bounded("store", self.deadlines["store"], lambda: run_db(load_product_facts, wanted),
+        # Further retrieved series: context the compressor keeps while the budget allows.
+        others = [r.product_id for r in retrieved if r.product_id not in wanted][: MAX_CANDIDATES - len(wanted)]
+        facts_task = _bounded("store", self.deadlines["store"], lambda: run_db(load_product_facts, wanted + others),
                               ([], 0), degraded, timings)
         reviews_task = _bounded("reviews", self.deadlines["store"],
                                 lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
@@ -272,7 +282,8 @@ class ContextAssembler:
             filters={k: v for k, v in (("demographic", filters.demographic), ("genres", sorted(filters.genres)),
                                         ("status", filters.status)) if v},
             page=turn.page, degraded=degraded, timings_ms=timings,
-            prefetch_hit=(cache_hits == len(wanted)) if wanted else None,
+            prefetch_hit=(cache_hits == len(wanted + others)) if wanted else None,
+            others=[by_id[pid] for pid in others if pid in by_id], config=config,
         )
         context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
         return context

@@ -48,8 +48,8 @@ def truncate_tokens(text: str, limit: int, *, at_sentence: bool = True) -> str:
 
 
 @dataclass(frozen=True)
-class PromptBudget:
-    """Token limits per section (DESIGN.md §8 starting values)."""
+class TokenBudget:
+    """Token limits per section (the active `chat.models.PromptBudget`, DESIGN.md §8)."""
 
     system: int = 200
     retrieved: int = 350
@@ -138,14 +138,17 @@ def page_context_text(page: dict, fields: list[str] | None) -> str:
 class PromptCompressor:
     """Builds the prompt the model sees from the assembled context, within `budget`."""
 
-    def __init__(self, budget: PromptBudget) -> None:
+    def __init__(self, budget: TokenBudget) -> None:
         self.budget = budget
 
     def compress(self, *, system: str, summary: str, chunks: list[Chunk], turns: list[Message],
-                 page: dict, page_fields: list[str] | None, message: str) -> CompressedPrompt:
+                 page: dict, page_fields: list[str] | None, message: str,
+                 raw_system: str | None = None, raw_history_tokens: int | None = None) -> CompressedPrompt:
+        """The prompt within budget; `raw_*` describe the uncompressed prompt, for the ratio."""
         budget = self.budget
         system_text = truncate_tokens(minify(system), budget.system)
-        summary_text = truncate_tokens(summary, max(0, budget.conversation // 2)) if summary else ""
+        # The summary may take most of the conversation budget: its lines are the facts of older turns.
+        summary_text = truncate_tokens(summary, max(0, budget.conversation * 3 // 5)) if summary else ""
         conversation_left = budget.conversation - count_tokens(summary_text)
         recent = _fit_turns(turns, conversation_left)
         retrieved = _fit_chunks(chunks, budget.retrieved)
@@ -169,7 +172,8 @@ class PromptCompressor:
         }
         prompt = CompressedPrompt(system_text, stable, volatile, messages, tokens)
         self._enforce_total(prompt)
-        prompt.raw_tokens = raw_prompt_tokens(system=system, summary=summary, chunks=chunks, turns=turns,
+        history = raw_history_tokens if raw_history_tokens is not None else sum(count_tokens(t.text) + 4 for t in turns)
+        prompt.raw_tokens = raw_prompt_tokens(system=raw_system or system, chunks=chunks, history_tokens=history,
                                               page=page, message=message)
         return prompt
 
@@ -185,8 +189,23 @@ class PromptCompressor:
         prompt.tokens["retrieved"] = count_tokens(body)
 
 
-def raw_prompt_tokens(*, system: str, summary: str, chunks: list[Chunk], turns: list[Message], page: dict, message: str) -> int:
-    """What the prompt would cost uncompressed: every turn, every chunk, the whole page."""
-    return (count_tokens(system) + count_tokens(summary) + sum(count_tokens(c.text) + 1 for c in chunks)
-            + sum(count_tokens(t.text) + 4 for t in turns) + count_tokens(page_context_text(page, None))
-            + count_tokens(message) + 4)
+def raw_prompt_tokens(*, system: str, chunks: list[Chunk], history_tokens: int, page: dict, message: str) -> int:
+    """What the prompt costs uncompressed: the whole system prompt, every turn verbatim, every
+    retrieved chunk, the whole page context and the message."""
+    return (count_tokens(system) + sum(count_tokens(c.text) + 1 for c in chunks) + history_tokens
+            + count_tokens(page_context_text(page, None)) + count_tokens(message) + 4)
+
+
+def uncompressed(*, system: str, chunks: list[Chunk], history: list[Message], page: dict,
+                 message: str) -> CompressedPrompt:
+    """The naive prompt: everything, verbatim, in arrival order (for the benchmark's naive pipeline)."""
+    retrieved = "\n".join(c.text for c in chunks)
+    page_text = page_context_text(page, None)
+    volatile = "\n".join(part for part in (f"Store data:\n{retrieved}" if retrieved else "",
+                                            f"Customer's page:\n{page_text}" if page_text else "") if part)
+    prompt = CompressedPrompt(system, "", volatile, [*history, Message("user", message)])
+    prompt.tokens = {"system": count_tokens(system), "conversation": sum(count_tokens(m.text) + 4 for m in history),
+                     "retrieved": count_tokens(retrieved), "page": count_tokens(page_text),
+                     "user": count_tokens(message) + 4}
+    prompt.raw_tokens = prompt.prompt_tokens
+    return prompt

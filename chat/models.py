@@ -98,3 +98,68 @@ class TurnRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.intent} {self.first_token_ms} ms"
+
+
+PAGE_CONTEXT_FIELDS = ("current_asin", "store_section", "browsing_history", "cart_asins")
+
+
+class PromptBudget(models.Model):
+    """Token limits of the prompt, per section (DESIGN.md §8). The row marked active is used."""
+
+    name = models.CharField(max_length=60, unique=True, default="default")
+    active = models.BooleanField(default=True)
+    system = models.PositiveIntegerField(default=200)
+    retrieved = models.PositiveIntegerField(default=350)
+    conversation = models.PositiveIntegerField(default=200)
+    page = models.PositiveIntegerField(default=100)
+    user = models.PositiveIntegerField(default=100)
+    total = models.PositiveIntegerField(default=2000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["active"], condition=models.Q(active=True), name="one_active_prompt_budget"),
+            models.CheckConstraint(
+                condition=models.Q(total__gte=models.F("system") + models.F("retrieved") + models.F("conversation")
+                                   + models.F("page") + models.F("user")),
+                name="prompt_sections_fit_the_total"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.total} tokens)"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        sections = self.system + self.retrieved + self.conversation + self.page + self.user
+        if sections > self.total:
+            raise ValidationError(f"The sections add up to {sections} tokens, more than the total of {self.total}.")
+        if self.system < 50 or self.user < 20:
+            raise ValidationError("The system prompt needs at least 50 tokens and the customer's message at least 20.")
+
+
+class IntentPromptConfig(models.Model):
+    """Which page-context fields the prompt keeps for an intent (DESIGN.md §8)."""
+
+    intent = models.CharField(max_length=32, unique=True)
+    page_fields = models.JSONField(default=list, blank=True,
+                                   help_text=f"Any of: {', '.join(PAGE_CONTEXT_FIELDS)}.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["intent"]
+        verbose_name = "page context per intent"
+        verbose_name_plural = "page context per intent"
+
+    def __str__(self) -> str:
+        return self.intent
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .intents import INTENTS
+
+        if self.intent not in INTENTS:
+            raise ValidationError({"intent": f"Unknown intent; use one of {', '.join(INTENTS)}."})
+        if not isinstance(self.page_fields, list) or any(f not in PAGE_CONTEXT_FIELDS for f in self.page_fields):
+            raise ValidationError({"page_fields": f"A list of fields from {', '.join(PAGE_CONTEXT_FIELDS)}."})

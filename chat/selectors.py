@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from catalog.models import Product
 
 from .llm.base import Message
+from .summary import first_sentence
 from .models import Conversation, Role, Turn, TurnStatus
 
 VERBATIM_TURNS = 4
@@ -24,33 +25,64 @@ class Memory:
     previous_intent: str = ""
     raw_history_tokens: int = 0
     turn_count: int = 0
+    full_history: list[Message] = field(default_factory=list)  # only for the uncompressed prompt
 
 
 def conversation_exists(*, conversation_id: uuid.UUID, session_key: str) -> bool:
     return Conversation.objects.filter(id=conversation_id, session_key=session_key).exists()
 
 
-def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TURNS) -> Memory:
+def compact_answer(text: str, titles: list[tuple[str, str]]) -> str:
+    """An earlier answer as the next prompt needs it: its opening and the numbered list it presented.
+
+    The list keeps "the second one" answerable; the prose around it is what the
+    customer already read and costs tokens on every later turn.
+    """
+    opening = first_sentence(text, 160)
+    if not titles:
+        return opening
+    shown = "; ".join(f"{n}. {title} [{sku}]" for n, (sku, title) in enumerate(titles, start=1))
+    return f"{opening} Presented: {shown}."
+
+
+def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TURNS,
+                        full_history: bool = False) -> Memory:
+    """The summary, the last `window` turns (answers compacted) and what recent answers presented.
+
+    `full_history` also returns every turn verbatim: the uncompressed ("naive") prompt.
+    """
     conversation = Conversation.objects.filter(id=conversation_id).only("summary", "raw_history_tokens").first()
     if conversation is None:
         return Memory()
-    rows = list(
-        Turn.objects.filter(conversation_id=conversation_id)
-        .exclude(status=TurnStatus.FAILED, text="")
-        .order_by("-created_at", "-id")
-        .values("role", "text", "intent", "product_skus")[: max(window, 6) + 1]
-    )
-    rows.reverse()
+    turns = Turn.objects.filter(conversation_id=conversation_id).exclude(status=TurnStatus.FAILED, text="")
+    if full_history:
+        rows = list(turns.order_by("created_at", "id").values("role", "text", "intent", "product_skus"))
+    else:
+        rows = list(turns.order_by("-created_at", "-id").values("role", "text", "intent", "product_skus")
+                    [: max(window, 6) + 1])
+        rows.reverse()
     # The newest row is the user message being answered now: it is not history.
     history = rows[:-1] if rows and rows[-1]["role"] == Role.USER else rows
-    recent = [Message(r["role"], r["text"]) for r in history[-window:] if r["text"]]
     skus_by_answer = [r["product_skus"] for r in reversed(history) if r["role"] == Role.ASSISTANT and r["product_skus"]]
     all_skus = {sku for skus in skus_by_answer for sku in skus}
-    ids = dict(Product.objects.filter(sku__in=all_skus).values_list("sku", "id")) if all_skus else {}
-    shown = [[ids[s] for s in skus if s in ids] for skus in skus_by_answer]
+    products = {sku: (pid, en or ja) for sku, pid, en, ja in
+                Product.objects.filter(sku__in=all_skus).values_list("sku", "id", "title_en", "title_ja")} if all_skus else {}
+    recent = []
+    for row in history[-window:]:
+        if not row["text"]:
+            continue
+        if row["role"] == Role.ASSISTANT:
+            titles = [(sku, products[sku][1]) for sku in row["product_skus"] if sku in products]
+            recent.append(Message(row["role"], compact_answer(row["text"], titles)))
+        else:
+            recent.append(Message(row["role"], row["text"]))
+    shown = [[products[s][0] for s in skus if s in products] for skus in skus_by_answer]
     previous_intent = next((r["intent"] for r in reversed(history) if r["role"] == Role.USER and r["intent"]), "")
-    return Memory(summary=conversation.summary, recent=recent, shown=shown, previous_intent=previous_intent,
-                  raw_history_tokens=conversation.raw_history_tokens, turn_count=len(history))
+    memory = Memory(summary=conversation.summary, recent=recent, shown=shown, previous_intent=previous_intent,
+                    raw_history_tokens=conversation.raw_history_tokens, turn_count=len(history))
+    if full_history:
+        memory.full_history = [Message(r["role"], r["text"]) for r in history if r["text"]]
+    return memory
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,6 @@ def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text
     return UserTurnResult(turn, True, None)
 
 
-def user_turn_classified(*, turn_id: int, intent: str) -> None:
-    Turn.objects.filter(id=turn_id).update(intent=intent)
-
-
 def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, status: TurnStatus,
                           failure_reason: str = "", intent: str = "", product_skus: list[str] | None = None,
                           metrics: dict | None = None) -> Turn:
@@ -80,6 +76,10 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         if created and text:
             Conversation.objects.filter(id=conversation_id).update(
                 raw_history_tokens=F("raw_history_tokens") + count_tokens(text) + 4)
+        if intent:
+            # The question carries its intent too: the next turn's "previous intent" is read from it.
+            Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,
+                                role=Role.USER).update(intent=intent)
         if created:
             from .selectors import VERBATIM_TURNS
 
@@ -114,28 +114,30 @@ def turn_record_client_timing(*, conversation_id: uuid.UUID, client_message_id: 
 def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
     """Fold the turns older than the verbatim window into the rolling summary. Safe to run twice.
 
-    Returns True when the summary moved on.
+    The model call (if any) happens outside the transaction; the write applies only
+    if nobody folded the same turns meanwhile. Returns True when the summary moved on.
     """
     from catalog.models import Product
 
-    from .summary import summary_lines, summary_merge
+    from .summary import summary_by_model, summary_lines, summary_merge
 
+    conversation = Conversation.objects.filter(id=conversation_id).only("summary", "summary_through").first()
+    if conversation is None:
+        return False
+    turns = list(Turn.objects.filter(conversation_id=conversation_id).order_by("created_at", "id")
+                 .values("role", "text", "intent", "product_skus"))
+    fold_until = len(turns) - window
+    if fold_until <= conversation.summary_through:
+        return False
+    to_fold = turns[conversation.summary_through:fold_until]
+    skus = {s for t in to_fold for s in t["product_skus"]}
+    titles = {sku: en or ja for sku, en, ja in Product.objects.filter(sku__in=skus).values_list("sku", "title_en", "title_ja")}
+    lines = summary_lines(to_fold, titles)
+    summary = summary_by_model(conversation.summary, lines) or summary_merge(conversation.summary, lines)
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().filter(id=conversation_id).first()
-        if conversation is None:
-            return False
-        turns = list(Turn.objects.filter(conversation_id=conversation_id).order_by("created_at", "id")
-                     .values("role", "text", "intent", "product_skus"))
-        fold_until = len(turns) - window
-        if fold_until <= conversation.summary_through:
-            return False
-        to_fold = turns[conversation.summary_through:fold_until]
-        skus = {s for t in to_fold for s in t["product_skus"]}
-        titles = {sku: en or ja for sku, en, ja in Product.objects.filter(sku__in=skus).values_list("sku", "title_en", "title_ja")}
-        conversation.summary = summary_merge(conversation.summary, summary_lines(to_fold, titles))
-        conversation.summary_through = fold_until
-        conversation.save(update_fields=["summary", "summary_through", "updated_at"])
-    return True
+        moved = Conversation.objects.filter(id=conversation_id, summary_through=conversation.summary_through).update(
+            summary=summary, summary_through=fold_until)
+    return bool(moved)
 
 
 def conversation_summary_due(*, conversation_id: uuid.UUID, window: int) -> None:

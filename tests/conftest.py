@@ -39,6 +39,17 @@ def demo_catalog(transactional_db: None) -> None:
     from catalog.services import demo_catalog_load
 
     demo_catalog_load()
+    _prompt_starting_values()
+
+
+def _prompt_starting_values() -> None:
+    """What migration chat.0004 installs (transactional tests flush it away)."""
+    from chat.models import IntentPromptConfig, PromptBudget
+    from chat.prompt_config import DEFAULT_PAGE_FIELDS
+
+    PromptBudget.objects.get_or_create(name="default", defaults={"active": True})
+    for intent, fields in DEFAULT_PAGE_FIELDS.items():
+        IntentPromptConfig.objects.get_or_create(intent=intent, defaults={"page_fields": fields})
 
 
 class ChatClient:
