@@ -78,6 +78,8 @@ class AssembledContext:
     prefetch_hit: bool | None = None
     assembly_ms: float = 0.0
     others: list[ProductFacts] = field(default_factory=list)  # retrieved but not presented
+    conversation_id: uuid.UUID | None = None
+    named_skus: list[str] = field(default_factory=list)  # what the message named or pointed at
     config: PromptConfig = field(default_factory=PromptConfig)
 
     def chunks(self) -> list[Chunk]:
@@ -284,6 +286,8 @@ class ContextAssembler:
             page=turn.page, degraded=degraded, timings_ms=timings,
             prefetch_hit=(cache_hits == len(wanted + others)) if wanted else None,
             others=[by_id[pid] for pid in others if pid in by_id], config=config,
+            conversation_id=turn.conversation_id,
+            named_skus=[item.sku for item in map(index.get, entities.focus_ids) if item is not None],
         )
         context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
         return context

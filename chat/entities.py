@@ -99,16 +99,19 @@ def _references(text: str, shown: list[list[int]]) -> list[int]:
     latest = next((ids for ids in shown if ids), [])
     if not latest:
         return []
+    # "The second one" counts within the last list shown, even after a follow-up about one of its items;
+    # "it" is what the last answer was about.
+    last_list = next((ids for ids in shown if len(ids) > 1), latest)
     picked: list[int] = []
     for match in _ORDINAL_RE.finditer(text):
         word = match.group(1).lower()
         position = -1 if word == "last" else _ORDINALS[word]
-        if -len(latest) <= position < len(latest):
-            picked.append(latest[position])
+        if -len(last_list) <= position < len(last_list):
+            picked.append(last_list[position])
     for match in _JA_ORDINAL_RE.finditer(text):
         position = _JA_ORDINALS[match.group(1)]
-        if -len(latest) <= position < len(latest):
-            picked.append(latest[position])
+        if -len(last_list) <= position < len(last_list):
+            picked.append(last_list[position])
     if not picked and _ANAPHOR_RE.search(text):
         picked.append(latest[0])
     return picked

@@ -237,7 +237,7 @@ class Orchestrator:
             await run_db(services.assistant_turn_record, conversation_id=turn.conversation_id,
                          client_message_id=turn.client_message_id, text=outcome.text, status=status,
                          failure_reason=reason, intent=context.intent, product_skus=presented_skus or [],
-                         metrics=turn_metrics)
+                         question_skus=context.named_skus, metrics=turn_metrics)
         except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
             logger.exception("could not save the assistant turn %s", turn.client_message_id)
 

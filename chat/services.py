@@ -65,7 +65,7 @@ def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text
 
 def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, status: TurnStatus,
                           failure_reason: str = "", intent: str = "", product_skus: list[str] | None = None,
-                          metrics: dict | None = None) -> Turn:
+                          question_skus: list[str] | None = None, metrics: dict | None = None) -> Turn:
     """Save the answer as it ended: complete, partial (with why) or failed. Idempotent per message id."""
     with transaction.atomic():
         turn, created = Turn.objects.update_or_create(
@@ -76,10 +76,10 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         if created and text:
             Conversation.objects.filter(id=conversation_id).update(
                 raw_history_tokens=F("raw_history_tokens") + count_tokens(text) + 4)
-        if intent:
-            # The question carries its intent too: the next turn's "previous intent" is read from it.
+        if intent or question_skus:
+            # The question keeps its intent (the next turn's "previous intent") and the series it named.
             Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,
-                                role=Role.USER).update(intent=intent)
+                                role=Role.USER).update(intent=intent, product_skus=question_skus or [])
         if created:
             from .selectors import VERBATIM_TURNS
 

@@ -23,29 +23,57 @@ def first_sentence(text: str, limit: int = 120) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
+ORDERS_PREFIX = "Orders mentioned: "
+SERIES_PREFIX = "Series discussed: "
+MAX_SERIES = 6
+MAX_ORDERS = 4
+
+
 def summary_lines(turns: list[dict], titles_by_sku: dict[str, str]) -> list[str]:
-    """One line per exchange: the question and the products the answer presented."""
+    """The facts of `turns` (orders, series asked about) then one line per message."""
     lines: list[str] = []
+    orders: list[str] = []
+    series: list[str] = []
     for turn in turns:
+        skus = turn.get("product_skus") or []
         if turn["role"] == "user":
             intent = f" ({turn['intent']})" if turn.get("intent") else ""
-            line = f"Customer{intent}: {first_sentence(turn['text'])}"
-            # Order ids are facts later turns need ("has it shipped?"), wherever the customer wrote them.
-            missing = [oid for oid in dict.fromkeys(m.upper() for m in ORDER_ID_RE.findall(turn["text"])) if oid not in line.upper()]
-            if missing:
-                line += f" [orders: {', '.join(missing)}]"
-            lines.append(line)
-        elif turn.get("product_skus"):
-            shown = ", ".join(f"{titles_by_sku.get(s, s)} [{s}]" for s in turn["product_skus"][:5])
+            lines.append(f"Customer{intent}: {first_sentence(turn['text'])}")
+            orders += [m.upper() for m in ORDER_ID_RE.findall(turn["text"])]
+            series += skus  # the series the customer named or pointed at
+        elif len(skus) == 1:
+            series += skus  # an answer about one series
+            lines.append(f"Assistant answered about {titles_by_sku.get(skus[0], skus[0])} [{skus[0]}]")
+        elif skus:
+            shown = ", ".join(f"{titles_by_sku.get(s, s)} [{s}]" for s in skus[:5])
             lines.append(f"Assistant showed: {shown}")
         elif turn["text"]:
             lines.append(f"Assistant: {first_sentence(turn['text'], 80)}")
-    return lines
+    facts = []
+    if orders:
+        facts.append(ORDERS_PREFIX + ", ".join(dict.fromkeys(orders)))
+    if series:
+        facts.append(SERIES_PREFIX + "; ".join(f"{titles_by_sku.get(s, s)} [{s}]" for s in dict.fromkeys(series)))
+    return facts + lines
 
 
-def _priority(line: str) -> int:
-    """Facts later turns need rank first: order ids, then what was presented or asked about."""
-    if ORDER_ID_RE.search(line):
+def _merged_facts(prefix: str, lines: list[str], separator: str, keep: int) -> str | None:
+    """One fact line from every line with `prefix`, newest items last, at most `keep` of them."""
+    items: list[str] = []
+    for line in lines:
+        if line.startswith(prefix):
+            for item in line[len(prefix):].split(separator):
+                item = item.strip()
+                if item:
+                    if item in items:
+                        items.remove(item)
+                    items.append(item)
+    return prefix + separator.join(items[-keep:]) if items else None
+
+
+def _priority(line: str, newest_list: bool) -> int:
+    """Which narrative lines outlive the others: the latest list shown, then what was presented or asked."""
+    if newest_list:
         return 3
     if line.startswith("Assistant showed") or line.startswith("Customer (product_question)"):
         return 2
@@ -53,21 +81,22 @@ def _priority(line: str) -> int:
 
 
 def summary_merge(previous: str, new_lines: list[str], *, max_tokens: int = MAX_SUMMARY_TOKENS) -> str:
-    """Append the new lines; over the limit, drop the least important, oldest lines first.
-
-    Order ids and presented products outlive pleasantries, whatever their age.
-    """
+    """Fold new lines into the summary: fact lines (orders, series) always kept and deduplicated,
+    narrative lines dropped least important and oldest first when over the limit."""
     lines = [line for line in previous.splitlines() if line.strip()] + new_lines
-    costs = [count_tokens(line) + 1 for line in lines]
-    keep = [True] * len(lines)
-    total = sum(costs)
-    # Candidates to drop: lowest priority first, then oldest first.
-    for index in sorted(range(len(lines)), key=lambda i: (_priority(lines[i]), i)):
+    facts = [fact for fact in (_merged_facts(ORDERS_PREFIX, lines, ", ", MAX_ORDERS),
+                               _merged_facts(SERIES_PREFIX, lines, "; ", MAX_SERIES)) if fact]
+    narrative = [line for line in lines if not line.startswith((ORDERS_PREFIX, SERIES_PREFIX))]
+    newest_list = max((i for i, line in enumerate(narrative) if line.startswith("Assistant showed")), default=-1)
+    costs = [count_tokens(line) + 1 for line in narrative]
+    keep = [True] * len(narrative)
+    total = sum(costs) + sum(count_tokens(f) + 1 for f in facts)
+    for index in sorted(range(len(narrative)), key=lambda i: (_priority(narrative[i], i == newest_list), i)):
         if total <= max_tokens:
             break
         keep[index] = False
         total -= costs[index]
-    return "\n".join(line for line, kept in zip(lines, keep) if kept)
+    return "\n".join(facts + [line for line, kept in zip(narrative, keep) if kept])
 
 
 SUMMARY_INSTRUCTIONS = (
