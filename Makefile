@@ -38,6 +38,7 @@ migrate: install
 
 catalog: migrate
 	$(PY) manage.py load_demo_catalog
+	$(PY) manage.py load_demo_store
 
 run: catalog
 	@echo "MangaAssist store: http://$(HOST):$(PORT)/  (LLM_BACKEND=$${LLM_BACKEND:-simulated})"

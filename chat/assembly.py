@@ -54,6 +54,7 @@ class TurnInput:
     client_message_id: str
     text: str
     page: dict
+    session_key: str = ""  # whose orders and cart the store data may show
 
 
 @dataclass
@@ -94,8 +95,8 @@ class AssembledContext:
         for promotion in self.promotions:
             out.append(Chunk(f"Promotion {promotion.code}: {promotion.title}, {promotion.discount_percent}% off. "
                              f"{promotion.description}", score=0.4, source="promotion"))
-        for name, value in self.store.items():
-            out.append(Chunk(f"{name}: {value}", score=0.9, source="store"))
+        for value in self.store.values():
+            out.append(Chunk(value, score=1.5, source="store"))  # orders, cart, policy: the answer itself
         return out
 
 
@@ -206,6 +207,39 @@ def filters_from(text: str) -> Filters:
     return Filters(genres=genres, demographic=demographic, status=status)
 
 
+ORDER_INTENTS = {"order_tracking", "return_request"}
+
+
+def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory) -> dict[str, str]:
+    """Orders, cart and policies the intent needs, for this customer's session only."""
+    from store import selectors as store_selectors
+
+    facts: dict[str, str] = {}
+    if intent in ORDER_INTENTS:
+        numbers = entities.order_ids or _orders_mentioned(memory)
+        for n, order in enumerate(store_selectors.order_facts(session_key=turn.session_key, numbers=numbers,
+                                                               with_returns=intent == "return_request")):
+            facts[f"order{n}"] = order.text
+    if intent in {"checkout_help", "promotion"}:
+        facts["cart"] = store_selectors.cart_facts(session_key=turn.session_key)
+    if intent in {"faq", "return_request", "checkout_help"}:
+        for n, policy in enumerate(store_selectors.faq_facts(turn.text, limit=1 if intent != "faq" else 2)):
+            facts[f"policy{n}"] = policy
+    return facts
+
+
+def _orders_mentioned(memory: Memory) -> list[str]:
+    """The order the conversation was about ("has it shipped yet?"), newest mention first."""
+    from .entities import order_ids
+
+    for message in reversed(memory.recent):
+        found = order_ids(message.text)
+        if found:
+            return found[-1:]
+    found = order_ids(memory.summary)
+    return found[-1:]
+
+
 async def _given(value: T) -> T:
     return value
 
@@ -264,7 +298,7 @@ class ContextAssembler:
         wanted = product_ids + ([seed_id] if seed_id and seed_id not in product_ids else [])
         # Further retrieved series: context the compressor keeps while the budget allows.
         others = [r.product_id for r in retrieved if r.product_id not in wanted][: MAX_CANDIDATES - len(wanted)]
-        facts_task = _bounded("store", self.deadlines["store"], lambda: run_db(load_product_facts, wanted + others),
+        facts_task = _bounded("catalog", self.deadlines["store"], lambda: run_db(load_product_facts, wanted + others),
                               ([], 0), degraded, timings)
         reviews_task = _bounded("reviews", self.deadlines["store"],
                                 lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
@@ -272,7 +306,10 @@ class ContextAssembler:
         promotions_task = _bounded("promotions", self.deadlines["store"],
                                    lambda: _given(promotions_first) if promotions_first is not None else run_db(load_promotions),
                                    [], degraded, timings)
-        (facts, cache_hits), reviews, promotions = await asyncio.gather(facts_task, reviews_task, promotions_task)
+        store_task = _bounded("orders" if intent.intent in ORDER_INTENTS else "store_data", self.deadlines["store"],
+                              lambda: run_db(store_facts, intent.intent, turn, entities, memory), {}, degraded, timings)
+        (facts, cache_hits), reviews, promotions, store = await asyncio.gather(
+            facts_task, reviews_task, promotions_task, store_task)
 
         by_id = {f.id: f for f in facts}
         products = [by_id[pid] for pid in product_ids if pid in by_id]
@@ -281,6 +318,7 @@ class ContextAssembler:
             products=products, focus=products[0] if intent.intent == "product_question" and products else None,
             seed=by_id.get(seed_id) if seed_id else None, reviews=reviews,
             promotions=self._relevant_promotions(intent, promotions, products),
+            store=store,
             filters={k: v for k, v in (("demographic", filters.demographic), ("genres", sorted(filters.genres)),
                                         ("status", filters.status)) if v},
             page=turn.page, degraded=degraded, timings_ms=timings,

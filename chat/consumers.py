@@ -130,7 +130,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if not recorded.created:
                 await self._replay_saved_answer(message.id, recorded.answer)
                 return
-            turn = TurnInput(self.conversation_id, message.id, message.text, message.page)
+            turn = TurnInput(self.conversation_id, message.id, message.text, message.page, self.session_key)
             await self._orchestrator().answer(turn, sink, received_at=received_at)
         except asyncio.CancelledError:
             raise

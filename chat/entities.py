@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from catalog.retrieval import LexicalIndex
 from catalog.text import compact, script_runs, tokens
 
-ORDER_ID_RE = re.compile(r"\b(MA-?\d{4,10})\b", re.IGNORECASE)
+ORDER_ID_RE = re.compile(r"\bMA[-\s]?(\d{4,10})\b", re.IGNORECASE)
 VOLUME_RE = re.compile(r"\bvol(?:ume)?\.?\s*#?(\d{1,3})\b|(\d{1,3})\s*巻|第\s*(\d{1,3})\s*巻", re.IGNORECASE)
 
 _ORDINALS = {
@@ -119,7 +119,7 @@ def _references(text: str, shown: list[list[int]]) -> list[int]:
 
 def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_product_id: int | None = None) -> Entities:
     entities = Entities()
-    entities.order_ids = [m.upper().replace("MA", "MA-", 1) if "-" not in m else m.upper() for m in ORDER_ID_RE.findall(text)]
+    entities.order_ids = order_ids(text)
     volume = VOLUME_RE.search(text)
     if volume:
         entities.volume = int(next(g for g in volume.groups() if g))
@@ -128,6 +128,11 @@ def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_p
     if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
         entities.referenced_ids = [current_product_id]
     return entities
+
+
+def order_ids(text: str) -> list[str]:
+    """Order numbers in `text`, normalised ("ma 40021" -> "MA-40021")."""
+    return list(dict.fromkeys(f"MA-{digits}" for digits in ORDER_ID_RE.findall(text)))
 
 
 def refers_to_earlier_turns(text: str) -> bool:

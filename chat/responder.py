@@ -141,29 +141,46 @@ def _promotion(context: AssembledContext) -> str:
     return answer
 
 
-def _store_answer(context: AssembledContext, missing: str) -> str:
-    if context.store:
-        return "\n".join(str(value) for value in context.store.values())
-    return missing
+def _facts(context: AssembledContext, prefix: str) -> list[str]:
+    return [value for key, value in context.store.items() if key.startswith(prefix)]
+
+
+def _policy_text(line: str) -> str:
+    return line.split("): ", 1)[1] if line.startswith("Policy (") else line
 
 
 def _order_tracking(context: AssembledContext) -> str:
-    return _store_answer(context, "Please give me your order number (it looks like MA-12345) and I'll check its status.")
+    orders = _facts(context, "order")
+    if not orders:
+        return "Please give me your order number (it looks like MA-12345) and I'll check its status."
+    return "Here is what I see:\n\n" + "\n".join(f"- {line}" for line in orders)
 
 
 def _return_request(context: AssembledContext) -> str:
-    return _store_answer(context, "I can help with a return. What is your order number (like MA-12345), "
-                                  "and which volume would you like to return?")
+    orders = _facts(context, "order")
+    if not orders:
+        return ("I can help with a return. What is your order number (like MA-12345), "
+                "and which volume would you like to return?")
+    policy = _facts(context, "policy")
+    answer = "\n".join(f"- {line}" for line in orders)
+    if policy:
+        answer += "\n\n" + _policy_text(policy[0])
+    return answer + "\n\nShall I start the return for you?"
 
 
 def _checkout_help(context: AssembledContext) -> str:
-    return _store_answer(context, "Your cart is on the cart page; add volumes from any product page. "
-                                  "Discounts from current promotions are applied at checkout.") + _promotion_note(context)
+    parts = _facts(context, "cart") + [_policy_text(p) for p in _facts(context, "policy")]
+    if not parts:
+        parts = ["Add volumes from any product page; your cart shows the subtotal and discounts before you pay."]
+    return " ".join(parts) + _promotion_note(context)
 
 
 def _faq(context: AssembledContext) -> str:
-    return _store_answer(context, "I don't have a store policy answer for that. Could you rephrase, "
-                                  "or ask about shipping, returns, payment or your account?")
+    policies = [_policy_text(p) for p in _facts(context, "policy")]
+    if not policies:
+        return ("I don't have a store policy answer for that. Could you rephrase, "
+                "or ask about shipping, returns, payment or your account?")
+    return " ".join(policies[:1]) + (f"\n\nAlso: {policies[1]}" if len(policies) > 1 else "")
 
 
 def _chitchat(context: AssembledContext) -> str:

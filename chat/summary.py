@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .compression import count_tokens
-from .entities import ORDER_ID_RE
+from .entities import order_ids
 
 MAX_SUMMARY_TOKENS = 110
 _SENTENCE = re.compile(r"^(.+?[.!?。？！])(\s|$)")
@@ -39,7 +39,7 @@ def summary_lines(turns: list[dict], titles_by_sku: dict[str, str]) -> list[str]
         if turn["role"] == "user":
             intent = f" ({turn['intent']})" if turn.get("intent") else ""
             lines.append(f"Customer{intent}: {first_sentence(turn['text'])}")
-            orders += [m.upper() for m in ORDER_ID_RE.findall(turn["text"])]
+            orders += order_ids(turn["text"])
             series += skus  # the series the customer named or pointed at
         elif len(skus) == 1:
             series += skus  # an answer about one series

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "django_celery_beat",
     "catalog",
+    "store",
     "chat",
     "prefetch",
     "throughput",
@@ -321,6 +322,12 @@ LOCAL_MODEL_PATH = env_str("LOCAL_MODEL_PATH")
 LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 4096, minimum=512)
 LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2, minimum=1)
 
+# --- Store policies (store/) ---------------------------------------------------------------
+
+STORE_RETURN_WINDOW_DAYS = env_int("STORE_RETURN_WINDOW_DAYS", 30, minimum=0)
+# Give each new browser session two sample orders, so order tracking and returns can be tried.
+STORE_DEMO_ORDERS = env_bool("STORE_DEMO_ORDERS", not PRODUCTION)
+
 # --- Chat: the socket ------------------------------------------------------------------
 
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
@@ -350,3 +357,56 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
 LLM_RETRY_BASE_SECONDS = env_float("LLM_RETRY_BASE_SECONDS", 0.1, minimum=0)
 # No token for this long after the stream started: the call is treated as failed.
 LLM_STALL_SECONDS = env_float("LLM_STALL_SECONDS", 10.0, minimum=0.05)
+
+# --- Provisioned throughput (throughput/) ---
+# Reserved Bedrock capacity for peak hours (DESIGN.md §8), bought by the beat schedule and the
+# latency alarm, never left running by mistake (throughput/README_SECTION.md). Off by default:
+# the embedded store never calls the Bedrock control plane.
+import re as _re  # noqa: E402 - this block is appended on its own; the validation below needs it
+
+PROVISIONED_THROUGHPUT_ENABLED = env_bool("PROVISIONED_THROUGHPUT_ENABLED", False)
+# What is bought: model units of one model, with no commitment ("": billed hourly, deletable at
+# any time) or a committed term (OneMonth / SixMonths: cannot be deleted before it ends).
+PROVISIONED_MODEL_ID = env_str("PROVISIONED_MODEL_ID", BEDROCK_MODEL_ID)
+PROVISIONED_MODEL_UNITS = env_int("PROVISIONED_MODEL_UNITS", 1, minimum=1)
+PROVISIONED_COMMITMENT = env_str("PROVISIONED_COMMITMENT")
+if PROVISIONED_COMMITMENT not in {"", "OneMonth", "SixMonths"}:
+    raise ImproperlyConfigured(
+        f"PROVISIONED_COMMITMENT must be empty, OneMonth or SixMonths; not {PROVISIONED_COMMITMENT!r}"
+    )
+# Every provisioned model this deployment creates carries this prefix, and reconciliation deletes
+# any unexpected one that does: give each deployment sharing an AWS account its own prefix.
+PROVISIONED_NAME_PREFIX = env_str("PROVISIONED_NAME_PREFIX", "mangaassist-")
+if not _re.fullmatch(r"([0-9a-zA-Z][_-]?){1,32}", PROVISIONED_NAME_PREFIX):
+    raise ImproperlyConfigured(
+        "PROVISIONED_NAME_PREFIX must be 1-32 letters or digits, each optionally followed by one - or _"
+    )
+# USD per model unit per hour. A placeholder so the admin's estimate is never zero: set the real
+# figure for your model, region and commitment from https://aws.amazon.com/bedrock/pricing/.
+PROVISIONED_HOURLY_PRICE_USD = env_float("PROVISIONED_HOURLY_PRICE_USD", 50.0, minimum=0)
+# Peak hours, Asia/Tokyo. They seed the beat schedule when it is first installed; afterwards the
+# crontabs edited in the admin are the truth (throughput.schedule).
+PEAK_START_HOUR = env_int("PEAK_START_HOUR", 9, minimum=0)
+PEAK_END_HOUR = env_int("PEAK_END_HOUR", 23, minimum=0)
+if PEAK_START_HOUR > 23 or PEAK_END_HOUR > 23 or PEAK_START_HOUR == PEAK_END_HOUR:
+    raise ImproperlyConfigured("PEAK_START_HOUR and PEAK_END_HOUR must be different hours in 0-23")
+PROVISIONED_RECONCILE_MINUTES = env_int("PROVISIONED_RECONCILE_MINUTES", 5, minimum=1)
+if PROVISIONED_RECONCILE_MINUTES > 30:
+    raise ImproperlyConfigured("PROVISIONED_RECONCILE_MINUTES must be at most 30")
+# A creation still not InService after this long is given up (and deleted); the next automatic
+# attempt waits PROVISIONED_RETRY_AFTER_MINUTES after a failure.
+PROVISIONED_CREATE_TIMEOUT_MINUTES = env_int("PROVISIONED_CREATE_TIMEOUT_MINUTES", 60, minimum=1)
+PROVISIONED_RETRY_AFTER_MINUTES = env_int("PROVISIONED_RETRY_AFTER_MINUTES", 30, minimum=1)
+# Routing stops this long before a delete, so no turn is sent to a deleted model; it must
+# exceed PROVISIONED_ROUTE_CACHE_SECONDS (how long each process may reuse its routing answer).
+PROVISIONED_ROUTE_CACHE_SECONDS = env_float("PROVISIONED_ROUTE_CACHE_SECONDS", 5.0, minimum=0)
+PROVISIONED_DRAIN_SECONDS = env_float("PROVISIONED_DRAIN_SECONDS", 15.0, minimum=0)
+# Latency alarm (DESIGN.md §6): first-token p95 over the last PROVISIONED_ALARM_LOOKBACK_MINUTES,
+# from at least PROVISIONED_ALARM_MIN_SAMPLES answers, above PROVISIONED_ALARM_P95_MS buys
+# capacity even off-peak, for PROVISIONED_ALARM_HOLD_MINUTES at a time and at most
+# PROVISIONED_ALARM_MAX_HOURS_PER_DAY per Tokyo day.
+PROVISIONED_ALARM_P95_MS = env_float("PROVISIONED_ALARM_P95_MS", 500.0, minimum=1)
+PROVISIONED_ALARM_LOOKBACK_MINUTES = env_int("PROVISIONED_ALARM_LOOKBACK_MINUTES", 5, minimum=1)
+PROVISIONED_ALARM_MIN_SAMPLES = env_int("PROVISIONED_ALARM_MIN_SAMPLES", 20, minimum=1)
+PROVISIONED_ALARM_HOLD_MINUTES = env_int("PROVISIONED_ALARM_HOLD_MINUTES", 60, minimum=10)
+PROVISIONED_ALARM_MAX_HOURS_PER_DAY = env_float("PROVISIONED_ALARM_MAX_HOURS_PER_DAY", 2.0, minimum=0)

@@ -6,6 +6,7 @@ from . import views
 urlpatterns = [
     path("", include("catalog.urls")),
     path("chat/", include("chat.urls")),
+    path("store/", include("store.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),

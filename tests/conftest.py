@@ -38,7 +38,10 @@ def _fresh_process_state() -> None:
 def demo_catalog(transactional_db: None) -> None:
     from catalog.services import demo_catalog_load
 
+    from store.services import demo_faq_load
+
     demo_catalog_load()
+    demo_faq_load()
     _prompt_starting_values()
 
 

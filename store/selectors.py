@@ -1,0 +1,82 @@
+"""Reads of store data for the chat path, always scoped to the customer's own session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from catalog.text import tokens
+
+from .models import CartItem, FaqEntry, Order, OrderStatus
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    number: str
+    found: bool
+    text: str  # one line the prompt (and the simulated responder) uses
+
+
+def _items(order: Order) -> str:
+    return ", ".join(f"{i.product.display_title} vol. {i.volume} x{i.quantity}" for i in order.items.all())
+
+
+def order_facts(*, session_key: str, numbers: list[str], with_returns: bool = False) -> list[OrderFacts]:
+    """The orders named (or, none named, the session's latest), as facts. Other sessions' orders stay unknown."""
+    orders = Order.objects.filter(session_key=session_key).prefetch_related("items__product")
+    found = {o.number: o for o in orders.filter(number__in=numbers)} if numbers else {}
+    out = [OrderFacts(n, False, f"Order {n}: no order with this number for this customer; ask them to check it.")
+           for n in numbers if n not in found]
+    chosen = list(found.values()) if numbers else list(orders[:1])
+    for order in chosen:
+        text = f"Order {order.number} ({_items(order)}): {order.get_status_display().lower()}"
+        if order.status == OrderStatus.SHIPPED:
+            text += (f", shipped {order.shipped_at:%Y-%m-%d} by {order.carrier}, tracking {order.tracking_number}, "
+                     f"expected {order.expected_delivery:%Y-%m-%d}")
+        elif order.status == OrderStatus.DELIVERED and order.delivered_at:
+            text += f", delivered {order.delivered_at:%Y-%m-%d}"
+        elif order.status == OrderStatus.PROCESSING:
+            text += ", ships within 1 business day"
+        if with_returns:
+            text += ". " + _return_eligibility(order)
+        out.append(OrderFacts(order.number, True, text + "."))
+    return out
+
+
+def _return_eligibility(order: Order) -> str:
+    window = settings.STORE_RETURN_WINDOW_DAYS
+    if order.status == OrderStatus.DELIVERED and order.delivered_at:
+        until = order.delivered_at + timedelta(days=window)
+        if timezone.now() <= until:
+            return f"Returns accepted until {until:%Y-%m-%d} ({window} days); refund in 5-7 days"
+        return f"The {window}-day return window ended {until:%Y-%m-%d}; damaged or wrong items are still accepted"
+    if order.status in {OrderStatus.SHIPPED, OrderStatus.PROCESSING}:
+        return "Not delivered yet: it can be refused or cancelled, or returned within 30 days of delivery"
+    return "Cancelled: nothing to return"
+
+
+def cart_facts(*, session_key: str) -> str:
+    items = list(CartItem.objects.filter(session_key=session_key).select_related("product"))
+    if not items:
+        return "Cart: empty."
+    subtotal = sum(i.product.price_yen * i.quantity for i in items)
+    lines = ", ".join(f"{i.product.display_title} vol. {i.volume} x{i.quantity} (¥{i.product.price_yen:,})" for i in items)
+    return f"Cart: {lines}; subtotal ¥{subtotal:,}."
+
+
+def faq_facts(text: str, *, limit: int = 2) -> list[str]:
+    """The policy entries that best match the question (word and character-bigram overlap)."""
+    query = set(tokens(text))
+    if not query:
+        return []
+    scored = []
+    for entry in FaqEntry.objects.filter(active=True):
+        terms = set(tokens(f"{entry.question} {entry.keywords}"))
+        overlap = len(query & terms)
+        if overlap:
+            scored.append((overlap, entry))
+    scored.sort(key=lambda pair: -pair[0])
+    return [f"Policy ({e.topic}): {e.answer}" for _, e in scored[:limit]]
