@@ -54,6 +54,7 @@ beat: install
 
 test: install-dev install-local
 	$(PY) -m pytest
+	$(PY) bin/test-postgres
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles artifacts .pytest_cache

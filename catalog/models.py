@@ -60,6 +60,8 @@ class Product(models.Model):
     sales_millions = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
     source = models.CharField(max_length=16, choices=CatalogSource.choices, default=CatalogSource.MANUAL)
     madb_id = models.CharField(max_length=32, unique=True, null=True, blank=True)
+    # Pre-tokenised search terms for PostgreSQL full-text search (catalog.retrieval); kept by save().
+    search_text = models.TextField(blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -73,6 +75,19 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.display_title
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.search_text = self.build_search_text()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "search_text"}  # type: ignore[misc]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def build_search_text(self) -> str:
+        from .text import search_document
+
+        return search_document(self.title_en, self.title_ja, self.title_kana, " ".join(self.authors or []),
+                               " ".join(self.genres or []), self.demographic, self.publisher, self.description)
 
     @property
     def display_title(self) -> str:

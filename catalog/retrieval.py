@@ -18,7 +18,7 @@ from typing import Iterable
 
 from django.core.cache import cache
 
-from .text import compact, tokens
+from .text import compact, fold, tokens
 
 logger = logging.getLogger(__name__)
 
@@ -279,3 +279,59 @@ index_holder = IndexHolder()
 
 def get_index() -> LexicalIndex:
     return index_holder.get()
+
+
+def _tsquery(terms: list[str]) -> str:
+    """An OR query over our own tokens (letters, digits, kana/kanji only: nothing to escape)."""
+    return " | ".join(f"'{term}'" for term in dict.fromkeys(terms))
+
+
+def postgres_search(query: str, *, limit: int = 5, filters: Filters | None = None) -> list[ScoredProduct]:
+    """PostgreSQL full-text search over the pre-tokenised terms, ranked by ts_rank; titles that
+    match nothing fall back to trigram similarity (misspellings)."""
+    from django.db.models.expressions import RawSQL
+
+    from .models import Product
+
+    filters = filters or Filters()
+    products = Product.objects.all()
+    if filters.demographic:
+        products = products.filter(demographic=filters.demographic)
+    if filters.status:
+        products = products.filter(status=filters.status)
+    if filters.genres:
+        from django.db.models import Q
+
+        genre_filter = Q()
+        for genre in filters.genres:
+            genre_filter |= Q(genres__contains=[genre])
+        products = products.filter(genre_filter)
+    if filters.exclude_ids:
+        products = products.exclude(id__in=filters.exclude_ids)
+    terms = tokens(query)
+    if not terms:
+        return [ScoredProduct(pid, 0.0) for pid in products.order_by("-sales_millions").values_list("id", flat=True)[:limit]]
+    tsquery = _tsquery(terms)
+    ranked = (products.extra(where=["to_tsvector('simple', search_text) @@ to_tsquery('simple', %s)"], params=[tsquery])
+              .annotate(rank=RawSQL("ts_rank(to_tsvector('simple', search_text), to_tsquery('simple', %s))", (tsquery,)))
+              .order_by("-rank", "-sales_millions").values_list("id", "rank")[:limit])
+    found = [ScoredProduct(pid, round(float(rank), 4)) for pid, rank in ranked]
+    if len(found) < limit:
+        text = fold(query)
+        similar = (products.exclude(id__in=[f.product_id for f in found])
+                   .annotate(similarity=RawSQL("GREATEST(word_similarity(lower(title_en), %s), word_similarity(title_ja, %s))",
+                                               (text, text)))
+                   .filter(similarity__gte=0.45).order_by("-similarity").values_list("id", "similarity")[: limit - len(found)])
+        found += [ScoredProduct(pid, round(float(sim), 4)) for pid, sim in similar]
+    return found
+
+
+def search(query: str, *, limit: int = 5, filters: Filters | None = None) -> list[ScoredProduct]:
+    """Retrieval for the chat: PostgreSQL full-text search on PostgreSQL, else the embedded index."""
+    from django.conf import settings
+    from django.db import connection
+
+    backend = settings.RETRIEVAL_BACKEND
+    if backend == "postgres" or (backend == "auto" and connection.vendor == "postgresql"):
+        return postgres_search(query, limit=limit, filters=filters)
+    return get_index().search(query, limit=limit, filters=filters)

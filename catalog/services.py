@@ -224,9 +224,11 @@ def madb_import(*, path: Path = MADB_CSV, batch_size: int = 2000,
                 to_update.append(current)
             else:
                 unchanged += 1
+        for product in to_create + to_update:
+            product.search_text = product.build_search_text()  # bulk writes skip save()
         with transaction.atomic():
             Product.objects.bulk_create(to_create, batch_size=500)
-            Product.objects.bulk_update(to_update, fields, batch_size=500)
+            Product.objects.bulk_update(to_update, [*fields, "search_text"], batch_size=500)
         created += len(to_create)
         updated += len(to_update)
         if progress:

@@ -54,3 +54,9 @@ def compact(text: str) -> str:
 def script_runs(text: str) -> list[str]:
     """Folded Latin words and whole Japanese runs, unsplit ("NARUTO -ナルト-" -> naruto, なると)."""
     return _TOKEN_RE.findall(fold(text))
+
+
+def search_document(*parts: str) -> str:
+    """The product's search terms as one space-separated string: what PostgreSQL full-text
+    search indexes ('simple' configuration), so Japanese is cut into the same bigrams as here."""
+    return " ".join(tokens(" ".join(p for p in parts if p)))

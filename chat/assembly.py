@@ -18,6 +18,7 @@ from django.core.cache import cache
 
 from catalog import selectors as catalog_selectors
 from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index
+from catalog.retrieval import search as retrieval_search
 from catalog.selectors import ProductFacts, PromotionFacts, ReviewFacts
 from catalog.text import tokens
 
@@ -245,7 +246,7 @@ async def _given(value: T) -> T:
 
 
 def _search(text: str, filters: Filters) -> list[ScoredProduct]:
-    return get_index().search(text, limit=8, filters=filters)
+    return retrieval_search(text, limit=8, filters=filters)
 
 
 def _current_product_id(page: dict, index: LexicalIndex) -> int | None:

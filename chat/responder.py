@@ -158,10 +158,10 @@ def _order_tracking(context: AssembledContext) -> str:
 
 def _return_request(context: AssembledContext) -> str:
     orders = _facts(context, "order")
-    if not orders:
-        return ("I can help with a return. What is your order number (like MA-12345), "
-                "and which volume would you like to return?")
     policy = _facts(context, "policy")
+    if not orders:
+        ask = "What is your order number (like MA-12345), and which volume would you like to return?"
+        return (_policy_text(policy[0]) + "\n\n" + ask) if policy else "I can help with a return. " + ask
     answer = "\n".join(f"- {line}" for line in orders)
     if policy:
         answer += "\n\n" + _policy_text(policy[0])

@@ -322,6 +322,13 @@ LOCAL_MODEL_PATH = env_str("LOCAL_MODEL_PATH")
 LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 4096, minimum=512)
 LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2, minimum=1)
 
+# --- Catalog retrieval ------------------------------------------------------------------------
+
+# `auto`: PostgreSQL full-text search when the database is PostgreSQL, the embedded BM25 index otherwise.
+RETRIEVAL_BACKEND = env_str("RETRIEVAL_BACKEND", "auto")
+if RETRIEVAL_BACKEND not in {"auto", "embedded", "postgres"}:
+    raise ImproperlyConfigured("RETRIEVAL_BACKEND must be auto, embedded or postgres")
+
 # --- Store policies (store/) ---------------------------------------------------------------
 
 STORE_RETURN_WINDOW_DAYS = env_int("STORE_RETURN_WINDOW_DAYS", 30, minimum=0)

@@ -17,10 +17,12 @@ def _warm() -> None:
 
     from catalog.retrieval import get_index
     from chat.compression import count_tokens
+    from chat.intents import classify
     from chat.llm import get_backend
 
     try:
         count_tokens("warm up")
+        classify("warm up")  # trains the intent model (about a second)
         warm = getattr(get_backend(), "warm", None)
         if warm is not None:
             warm()  # e.g. the boto3 client (~80 ms) or the llama.cpp model, before the first customer

@@ -116,3 +116,13 @@ async def saved_turns(expected: int, timeout: float = 3.0) -> list[tuple[str, st
         if len(rows) >= expected or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.02)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`postgres` tests run in the PostgreSQL pass (bin/test-postgres); the SQLite pass leaves them out."""
+    from django.conf import settings
+
+    on_postgres = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="runs in the PostgreSQL pass of make test (bin/test-postgres)"))
