@@ -163,7 +163,8 @@ else:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
             # A file, not shared-cache memory: tests then lock like production does.
-            "TEST": {"NAME": str(BASE_DIR / ".test-db.sqlite3")},
+            # One per test process, so parallel runs never share (or delete) each other's database.
+            "TEST": {"NAME": env_str("SQLITE_TEST_PATH", str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3"))},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -172,7 +173,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py's default 5 s socket timeout equals channels-redis's 5 s blocking pop:
+            # idle sockets would die with "Timeout reading". Reads get comfortably longer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 2}]},
         }
     }
     CACHES = {
@@ -350,7 +353,7 @@ CHAT_RATE_LIMIT_WINDOW_SECONDS = env_int("CHAT_RATE_LIMIT_WINDOW_SECONDS", 60, m
 ASSEMBLY_DEADLINES = {
     "memory": env_float("ASSEMBLY_DEADLINE_MEMORY", 0.05, minimum=0.001),
     # A message that points at an earlier answer ("the second one") needs memory to be right.
-    "memory_reference": env_float("ASSEMBLY_DEADLINE_MEMORY_REFERENCE", 0.5, minimum=0.001),
+    "memory_reference": env_float("ASSEMBLY_DEADLINE_MEMORY_REFERENCE", 1.0, minimum=0.001),
     "retrieval": env_float("ASSEMBLY_DEADLINE_RETRIEVAL", 0.08, minimum=0.001),
     "store": env_float("ASSEMBLY_DEADLINE_STORE", 0.05, minimum=0.001),
     "prefetch": env_float("ASSEMBLY_DEADLINE_PREFETCH", 0.02, minimum=0.001),

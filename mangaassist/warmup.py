@@ -10,6 +10,9 @@ import logging
 import threading
 
 logger = logging.getLogger(__name__)
+# Cleared while a warm-up runs: /healthz reports "warming" (not ready) until it is over.
+READY = threading.Event()
+READY.set()
 
 
 def _warm() -> None:
@@ -32,6 +35,7 @@ def _warm() -> None:
         logger.warning("warm-up skipped", exc_info=True)
     finally:
         close_old_connections()
+        READY.set()
 
 
 def _open_pool_connections(count: int = 4) -> None:
@@ -50,6 +54,7 @@ def _open_pool_connections(count: int = 4) -> None:
 
 
 def warm_up_in_background() -> threading.Thread:
+    READY.clear()
     thread = threading.Thread(target=_warm, name="mangaassist-warmup", daemon=True)
     thread.start()
     return thread

@@ -60,7 +60,7 @@ class ScaledModeTests:
             frames = await _ask(ws, "Recommend a shonen manga like Dragon Ball", "s1")
         conversation = frames[0]["conversation"]
         shown = frames[-1]["products"]
-        assert frames[-1]["type"] == "completed" and len(shown) == 3
+        assert frames[-1]["type"] == "completed" and len(shown) == 3, frames[-1]
 
         # The same conversation on the other process (no sticky routing): it sees the history.
         _wait_for_turns(scaled_stack, conversation, 2)  # the answer is saved right after `completed`
@@ -68,7 +68,7 @@ class ScaledModeTests:
                            additional_headers=headers) as ws:
             frames = await _ask(ws, "Tell me more about the second one", "s2")
             assert frames[0] == {"type": "ack", "id": "s2", "conversation": conversation}
-            assert [p["sku"] for p in frames[-1]["products"]] == [shown[1]["sku"]]
+            assert [p["sku"] for p in frames[-1]["products"]] == [shown[1]["sku"]], frames[-1]["metrics"]
             # Grow the conversation past the verbatim window: the worker folds old turns into a summary.
             for n, text in enumerate(["Is it in stock?", "Any promotions right now?", "Recommend a seinen manga"]):
                 assert (await _ask(ws, text, f"s{n + 3}"))[-1]["type"] == "completed"
