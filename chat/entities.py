@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from catalog.retrieval import LexicalIndex
 from catalog.text import compact, script_runs, tokens
 
-ORDER_ID_RE = re.compile(r"\bMA[-\s]?(\d{4,10})\b", re.IGNORECASE)
+# Not \b: in "MA-26641の荷物" the kana is a word character too.
+ORDER_ID_RE = re.compile(r"(?<![A-Za-z0-9])MA[-\s]?(\d{4,10})(?!\d)", re.IGNORECASE)
 VOLUME_RE = re.compile(r"\bvol(?:ume)?\.?\s*#?(\d{1,3})\b|(\d{1,3})\s*巻|第\s*(\d{1,3})\s*巻", re.IGNORECASE)
 
 _ORDINALS = {
@@ -94,9 +95,12 @@ def _fuzzy_score(words: list[str], titles: tuple[str, ...]) -> float:
     return best
 
 
-def _references(text: str, shown: list[list[int]]) -> list[int]:
-    """Products of earlier answers the message points at; `shown` is newest answer first."""
+def _references(text: str, shown: list[list[int]], focus_id: int | None = None) -> list[int]:
+    """Products of earlier turns the message points at; `shown` is newest answer first."""
     latest = next((ids for ids in shown if ids), [])
+    if focus_id is not None:
+        latest = [focus_id]  # "it" is what the conversation was last about
+        shown = shown or [[focus_id]]
     if not latest:
         return []
     # "The second one" counts within the last list shown, even after a follow-up about one of its items;
@@ -117,13 +121,14 @@ def _references(text: str, shown: list[list[int]]) -> list[int]:
     return picked
 
 
-def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_product_id: int | None = None) -> Entities:
+def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_product_id: int | None = None,
+            focus_id: int | None = None) -> Entities:
     entities = Entities()
     entities.order_ids = order_ids(text)
     volume = VOLUME_RE.search(text)
     if volume:
         entities.volume = int(next(g for g in volume.groups() if g))
-    entities.referenced_ids = _references(text, shown)
+    entities.referenced_ids = _references(text, shown, focus_id)
     entities.product_ids = _title_matches(text, index)
     if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
         entities.referenced_ids = [current_product_id]

@@ -26,6 +26,7 @@ class Memory:
     raw_history_tokens: int = 0
     turn_count: int = 0
     full_history: list[Message] = field(default_factory=list)  # only for the uncompressed prompt
+    focus_id: int | None = None  # what "it" means: the series the conversation was last about
 
 
 def conversation_exists(*, conversation_id: uuid.UUID, session_key: str) -> bool:
@@ -38,11 +39,11 @@ def compact_answer(text: str, titles: list[tuple[str, str]]) -> str:
     The list keeps "the second one" answerable; the prose around it is what the
     customer already read and costs tokens on every later turn.
     """
-    opening = first_sentence(text, 160)
+    opening = first_sentence(text, 100)
     if not titles:
         return opening
     shown = "; ".join(f"{n}. {title} [{sku}]" for n, (sku, title) in enumerate(titles, start=1))
-    return f"{opening} Presented: {shown}."
+    return f"Presented: {shown}. {opening}"  # the list first: a cut to fit the budget takes the prose
 
 
 def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TURNS,
@@ -64,6 +65,13 @@ def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TU
     # The newest row is the user message being answered now: it is not history.
     history = rows[:-1] if rows and rows[-1]["role"] == Role.USER else rows
     skus_by_answer = [r["product_skus"] for r in reversed(history) if r["role"] == Role.ASSISTANT and r["product_skus"]]
+    if not any(len(skus) > 1 for skus in skus_by_answer):
+        # The last list shown may be older than the window ("the first one" after several follow-ups).
+        older = (turns.filter(role=Role.ASSISTANT).exclude(product_skus=[]).order_by("-created_at", "-id")
+                 .values_list("product_skus", flat=True)[:20])
+        last_list = next((skus for skus in older if len(skus) > 1), None)
+        if last_list:
+            skus_by_answer.append(last_list)
     all_skus = {sku for skus in skus_by_answer for sku in skus}
     products = {sku: (pid, en or ja) for sku, pid, en, ja in
                 Product.objects.filter(sku__in=all_skus).values_list("sku", "id", "title_en", "title_ja")} if all_skus else {}
@@ -77,9 +85,17 @@ def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TU
         else:
             recent.append(Message(row["role"], row["text"]))
     shown = [[products[s][0] for s in skus if s in products] for skus in skus_by_answer]
+    # "it": the series the conversation was last about, named by the customer or answered about.
+    focus_sku = next((r["product_skus"][0] for r in reversed(history)
+                      if len(r["product_skus"]) == 1 or (r["role"] == Role.USER and r["product_skus"])), None)
+    if focus_sku and focus_sku not in products:
+        found = Product.objects.filter(sku=focus_sku).values_list("id", "title_en").first()
+        if found:
+            products[focus_sku] = found
     previous_intent = next((r["intent"] for r in reversed(history) if r["role"] == Role.USER and r["intent"]), "")
     memory = Memory(summary=conversation.summary, recent=recent, shown=shown, previous_intent=previous_intent,
-                    raw_history_tokens=conversation.raw_history_tokens, turn_count=len(history))
+                    raw_history_tokens=conversation.raw_history_tokens, turn_count=len(history),
+                    focus_id=products[focus_sku][0] if focus_sku in products else None)
     if full_history:
         memory.full_history = [Message(r["role"], r["text"]) for r in history if r["text"]]
     return memory

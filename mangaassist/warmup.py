@@ -15,7 +15,8 @@ READY = threading.Event()
 READY.set()
 
 
-def _warm() -> None:
+def warm_up() -> None:
+    """Load everything a first answer would otherwise pay for."""
     from django.db import close_old_connections
 
     from catalog.retrieval import get_index
@@ -55,6 +56,6 @@ def _open_pool_connections(count: int = 4) -> None:
 
 def warm_up_in_background() -> threading.Thread:
     READY.clear()
-    thread = threading.Thread(target=_warm, name="mangaassist-warmup", daemon=True)
+    thread = threading.Thread(target=warm_up, name="mangaassist-warmup", daemon=True)
     thread.start()
     return thread

@@ -43,6 +43,10 @@ def demo_catalog(transactional_db: None) -> None:
     demo_catalog_load()
     demo_faq_load()
     _prompt_starting_values()
+    # As a web process does before it reports ready: index, intent model, pool connections.
+    from mangaassist.warmup import warm_up
+
+    warm_up()
 
 
 def _prompt_starting_values() -> None:

@@ -79,7 +79,7 @@ class LiveBudgetTests:
 
         after = (await chat.ask("Recommend a seinen manga like Golgo 13", "b2"))[-1]["metrics"]
         await chat.ws.disconnect()
-        assert after["prompt_tokens"] < before - 150
+        assert after["prompt_tokens"] < before - 150, (before, after)
         assert after["prompt_tokens"] <= 200 + 80 + 200 + 100 + 100
 
     def test_budget_validation_refuses_sections_over_the_total(self, demo_catalog: None, admin_client: Client) -> None:
