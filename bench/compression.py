@@ -118,31 +118,34 @@ async def replay(conversations: list[dict]) -> tuple[list[dict], RecordingBacken
     return rows, backend
 
 
-def local_first_tokens(requests: list[Any], conversations_rows: list[dict], limit: int) -> dict:
-    """First-token time on the real local model: the compressed prompt vs the uncompressed one."""
-    from asgiref.sync import async_to_sync
+def local_first_tokens(pairs: list[tuple[Any, Any]], limit: int) -> dict:
+    """First-token time on the real local model (llama.cpp prefill + one token), compressed vs
+    uncompressed, each from an empty KV cache, in alternating order so neither gets a warmer machine."""
+    from chat.llm.local import LocalModel, _rendered_prompt
+    from chat.llm.openai import chat_messages
 
-    from chat.llm.base import TextDelta
-    from chat.llm.local import LocalBackend, LocalModel
-
-    backend = LocalBackend()
     model = LocalModel.get()
 
-    async def first_token(request: Any) -> float:
-        model.llm.reset()  # no KV reuse between the two: each prompt pays its full prefill
-        started = time.perf_counter()
-        async for event in backend.stream(request):
-            if isinstance(event, TextDelta):
-                return time.perf_counter() - started
-        return time.perf_counter() - started
+    def first_token(request: Any) -> tuple[float, int]:
+        prompt = _rendered_prompt(model, chat_messages(request))
+        size = len(model.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        with model.lock:
+            model.llm.reset()  # no KV reuse between the two: each pays its full prefill
+            started = time.perf_counter()
+            model.llm.create_completion(prompt, max_tokens=1)
+            return time.perf_counter() - started, size
 
-    compressed_times, raw_times = [], []
-    for request, raw in requests[:limit]:
-        request.max_tokens = raw.max_tokens = 4
-        compressed_times.append(async_to_sync(first_token)(request))
-        raw_times.append(async_to_sync(first_token)(raw))
+    compressed_times, raw_times, sizes = [], [], []
+    for n, (request, raw) in enumerate(pairs[:limit]):
+        order = [(request, compressed_times), (raw, raw_times)]
+        for item, bucket in (order if n % 2 == 0 else order[::-1]):
+            seconds, size = first_token(item)
+            bucket.append(seconds)
+            sizes.append((item is request, size))
     return {"prompts": len(compressed_times), "compressed_median_s": median(compressed_times),
             "raw_median_s": median(raw_times),
+            "compressed_median_tokens": median([s for c, s in sizes if c]),
+            "raw_median_tokens": median([s for c, s in sizes if not c]),
             "cut": 1 - median(compressed_times) / median(raw_times) if raw_times else None}
 
 
@@ -226,11 +229,12 @@ def main() -> None:
 
     if args.local:
         pairs = raw_requests(backend, args.local)
-        local = local_first_tokens(pairs, rows, args.local)
+        local = local_first_tokens(pairs, args.local)
         report["local_first_token"] = local
         print(f"\nLocal model (SmolLM2-135M, llama.cpp, CPU), first token on the same {local['prompts']} prompts:")
-        print(f"  uncompressed median {local['raw_median_s'] * 1000:.0f} ms | compressed median "
-              f"{local['compressed_median_s'] * 1000:.0f} ms | cut {local['cut']:.0%}")
+        print(f"  uncompressed median {local['raw_median_s'] * 1000:.0f} ms ({local['raw_median_tokens']:.0f} tokens) | "
+              f"compressed median {local['compressed_median_s'] * 1000:.0f} ms ({local['compressed_median_tokens']:.0f} tokens)"
+              f" | cut {local['cut']:.0%}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "compression.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nreport: {RESULTS / 'compression.json'}")

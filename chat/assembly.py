@@ -275,7 +275,7 @@ class ContextAssembler:
         if refers_to_earlier_turns(turn.text):
             memory_deadline = max(memory_deadline, self.deadlines.get("memory_reference", 0.5))
         memory_task = _bounded("memory", memory_deadline,
-                               lambda: run_db(selectors.conversation_memory, conversation_id=turn.conversation_id),
+                               lambda: run_db(selectors.conversation_memory_cached, conversation_id=turn.conversation_id),
                                Memory(), degraded, timings)
         retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
                                   lambda: run_db(_search, turn.text, filters), [], degraded, timings)

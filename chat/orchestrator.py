@@ -19,7 +19,7 @@ from typing import AsyncIterator, Protocol
 
 from django.conf import settings
 
-from . import guardrails, metrics, services
+from . import guardrails, metrics, selectors, services
 from .assembly import AssembledContext, ContextAssembler, TurnInput
 from .compression import CompressedPrompt, PromptCompressor
 from .prompts import system_prompt
@@ -238,6 +238,7 @@ class Orchestrator:
                          client_message_id=turn.client_message_id, text=outcome.text, status=status,
                          failure_reason=reason, intent=context.intent, product_skus=presented_skus or [],
                          question_skus=context.named_skus, metrics=turn_metrics)
+            await run_db(selectors.memory_snapshot_store, conversation_id=turn.conversation_id)
         except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
             logger.exception("could not save the assistant turn %s", turn.client_message_id)
 

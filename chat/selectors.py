@@ -12,6 +12,7 @@ from .summary import first_sentence
 from .models import Conversation, Role, Turn, TurnStatus
 
 VERBATIM_TURNS = 4
+MEMORY_SNAPSHOT_TTL = 30 * 60
 
 
 @dataclass
@@ -121,3 +122,28 @@ def conversation_history(*, conversation_id: uuid.UUID, session_key: str, limit:
 def assistant_turn_for(*, conversation_id: uuid.UUID, client_message_id: str) -> Turn | None:
     return Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,
                                role=Role.ASSISTANT).first()
+
+
+def memory_key(conversation_id: uuid.UUID) -> str:
+    return f"chat:memory:{conversation_id}"
+
+
+def conversation_memory_cached(*, conversation_id: uuid.UUID) -> Memory:
+    """The memory the last answer left in the cache for this turn, else the database's."""
+    from django.core.cache import cache
+
+    try:
+        snapshot = cache.get(memory_key(conversation_id))
+    except Exception:  # noqa: BLE001 - the cache is an accelerator
+        snapshot = None
+    return snapshot if snapshot is not None else conversation_memory(conversation_id=conversation_id)
+
+
+def memory_snapshot_store(*, conversation_id: uuid.UUID) -> None:
+    """After an answer is saved: the next turn's memory, computed now, off the customer's wait."""
+    from django.core.cache import cache
+
+    try:
+        cache.set(memory_key(conversation_id), conversation_memory(conversation_id=conversation_id), MEMORY_SNAPSHOT_TTL)
+    except Exception:  # noqa: BLE001
+        pass

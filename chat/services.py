@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
@@ -67,6 +68,12 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
                           failure_reason: str = "", intent: str = "", product_skus: list[str] | None = None,
                           question_skus: list[str] | None = None, metrics: dict | None = None) -> Turn:
     """Save the answer as it ended: complete, partial (with why) or failed. Idempotent per message id."""
+    from .selectors import memory_key
+
+    try:
+        cache.delete(memory_key(conversation_id))  # history changes: the snapshot is stale
+    except Exception:  # noqa: BLE001
+        pass
     with transaction.atomic():
         turn, created = Turn.objects.update_or_create(
             conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT,
@@ -137,6 +144,10 @@ def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
     with transaction.atomic():
         moved = Conversation.objects.filter(id=conversation_id, summary_through=conversation.summary_through).update(
             summary=summary, summary_through=fold_until)
+    if moved:
+        from .selectors import memory_snapshot_store
+
+        memory_snapshot_store(conversation_id=conversation_id)  # the next turn sees the new summary
     return bool(moved)
 
 
