@@ -209,6 +209,7 @@ def filters_from(text: str) -> Filters:
 
 
 ORDER_INTENTS = {"order_tracking", "return_request"}
+STORE_INTENTS = ORDER_INTENTS | {"checkout_help", "faq"}  # intents whose answer is the store data
 
 
 def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory) -> dict[str, str]:
@@ -302,7 +303,8 @@ class ContextAssembler:
         wanted = product_ids + ([seed_id] if seed_id and seed_id not in product_ids else [])
         # Further retrieved series: context the compressor keeps while the budget allows.
         others = [r.product_id for r in retrieved if r.product_id not in wanted][: MAX_CANDIDATES - len(wanted)]
-        facts_task = _bounded("catalog", self.deadlines["store"], lambda: run_db(load_product_facts, wanted + others),
+        essential = self.deadlines.get("essential", self.deadlines["store"])
+        facts_task = _bounded("catalog", essential, lambda: run_db(load_product_facts, wanted + others),
                               ([], 0), degraded, timings)
         reviews_task = _bounded("reviews", self.deadlines["store"],
                                 lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
@@ -310,7 +312,8 @@ class ContextAssembler:
         promotions_task = _bounded("promotions", self.deadlines["store"],
                                    lambda: _given(promotions_first) if promotions_first is not None else run_db(load_promotions),
                                    [], degraded, timings)
-        store_task = _bounded("orders" if intent.intent in ORDER_INTENTS else "store_data", self.deadlines["store"],
+        store_task = _bounded("orders" if intent.intent in ORDER_INTENTS else "store_data",
+                              essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
                               lambda: run_db(store_facts, intent.intent, turn, entities, memory), {}, degraded, timings)
         (facts, cache_hits), reviews, promotions, store = await asyncio.gather(
             facts_task, reviews_task, promotions_task, store_task)

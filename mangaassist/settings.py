@@ -357,6 +357,9 @@ ASSEMBLY_DEADLINES = {
     "retrieval": env_float("ASSEMBLY_DEADLINE_RETRIEVAL", 0.08, minimum=0.001),
     "store": env_float("ASSEMBLY_DEADLINE_STORE", 0.05, minimum=0.001),
     "prefetch": env_float("ASSEMBLY_DEADLINE_PREFETCH", 0.02, minimum=0.001),
+    # What the answer cannot do without (the facts of the series it presents, the order it is
+    # about) may wait longer than enrichments (reviews, promotions) before the answer goes without.
+    "essential": env_float("ASSEMBLY_DEADLINE_ESSENTIAL", 0.3, minimum=0.001),
 }
 
 # --- Chat: the model call policy (chat.orchestrator) ----------------------------------------

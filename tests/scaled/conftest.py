@@ -111,8 +111,11 @@ def scaled_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledSta
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
+    metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
     env = {
         **os.environ,
+        # Every web and worker process writes its metrics here; /metrics on any of them adds them up.
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "REDIS_URL": REDIS_URL,
         "DATABASE_URL": _fresh_database(),
         "LLM_BACKEND": "simulated",

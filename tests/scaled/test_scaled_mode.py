@@ -37,6 +37,12 @@ def _wait_for_turns(stack: ScaledStack, conversation: str, count: int, timeout: 
     raise AssertionError(f"fewer than {count} turns saved")
 
 
+def _sample(body: str, name: str) -> float:
+    """The sum of a metric's samples over all label sets in a Prometheus text exposition."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
 def _ws(base: str, path: str = "/ws/chat/") -> str:
     return base.replace("http://", "ws://") + path
 
@@ -72,6 +78,14 @@ class ScaledModeTests:
             # Grow the conversation past the verbatim window: the worker folds old turns into a summary.
             for n, text in enumerate(["Is it in stock?", "Any promotions right now?", "Recommend a seinen manga"]):
                 assert (await _ask(ws, text, f"s{n + 3}"))[-1]["type"] == "completed"
+
+        # /metrics on either process counts the turns both served (Prometheus multiprocess mode).
+        for base in (web_a, web_b):
+            body = httpx.get(base + "/metrics").text
+            assert _sample(body, "mangaassist_llm_first_token_seconds_count") == 5, body[:2000]
+            assert _sample(body, "mangaassist_prompt_tokens_count") == 5
+            assert 0 < _sample(body, "mangaassist_llm_first_token_seconds_sum") < 5 * 8.0  # within the first-token deadline
+            assert _sample(body, "mangaassist_context_assembly_seconds_count") == 5
 
         summary = ""
         deadline = time.monotonic() + 30
