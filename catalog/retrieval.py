@@ -28,6 +28,7 @@ VERSION_CHECK_SECONDS = 1.0
 # Field weights: a word in the title counts far more than one in the description.
 FIELD_WEIGHTS = {"title": 3.0, "authors": 2.0, "genres": 1.5, "meta": 1.0, "description": 1.0}
 K1 = 1.2
+COMMON_TERM_SHARE = 0.03
 B = 0.75
 
 
@@ -136,9 +137,12 @@ class LexicalIndex:
             return []
         avg_length = (sum(self.doc_lengths) / n_docs) or 1.0
         scores: dict[int, float] = defaultdict(float)
+        # Terms in a large share of the catalog (common kana bigrams, "manga") carry almost no
+        # weight (tiny idf) but cost a walk over thousands of postings: skip them.
+        common = max(500, int(n_docs * COMMON_TERM_SHARE))
         for term in set(tokens(query)):
             posting = self.postings.get(term)
-            if not posting:
+            if not posting or len(posting) > common:
                 continue
             idf = math.log(1 + (n_docs - len(posting) + 0.5) / (len(posting) + 0.5))
             for position, tf in posting:

@@ -21,6 +21,7 @@ from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index
 from catalog.retrieval import search as retrieval_search
 from catalog.selectors import ProductFacts, PromotionFacts, ReviewFacts
 from catalog.text import tokens
+from prefetch.selectors import PrefetchLookup, cart_summary, prefetch_lookup
 
 from . import selectors
 from .compression import Chunk
@@ -83,6 +84,7 @@ class AssembledContext:
     conversation_id: uuid.UUID | None = None
     named_skus: list[str] = field(default_factory=list)  # what the message named or pointed at
     config: PromptConfig = field(default_factory=PromptConfig)
+    prefetch: PrefetchLookup | None = None  # what the previous answer's prefetch had ready for this turn
 
     def chunks(self) -> list[Chunk]:
         """The store data as scored chunks for the compressor."""
@@ -223,7 +225,7 @@ def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory
                                                                with_returns=intent == "return_request")):
             facts[f"order{n}"] = order.text
     if intent in {"checkout_help", "promotion"}:
-        facts["cart"] = store_selectors.cart_facts(session_key=turn.session_key)
+        facts["cart"] = cart_summary(session_key=turn.session_key)  # a prefetched summary when there is one
     if intent in {"faq", "return_request", "checkout_help"}:
         for n, policy in enumerate(store_selectors.faq_facts(turn.text, limit=1 if intent != "faq" else 2)):
             facts[f"policy{n}"] = policy
@@ -291,6 +293,11 @@ class ContextAssembler:
         intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
                           mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
+        # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
+        lookup = await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(
+            prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
+            product_ids=[seed_id] if seed_id else product_ids, session_key=turn.session_key,
+            previous_intent=memory.previous_intent), None, degraded, timings)
         promotions_first: list[PromotionFacts] | None = None
         if intent.intent == "promotion" and not entities.focus_ids:
             # "What's on sale?": present series the running promotions name.
@@ -329,7 +336,7 @@ class ContextAssembler:
             filters={k: v for k, v in (("demographic", filters.demographic), ("genres", sorted(filters.genres)),
                                         ("status", filters.status)) if v},
             page=turn.page, degraded=degraded, timings_ms=timings,
-            prefetch_hit=(cache_hits == len(wanted + others)) if wanted else None,
+            prefetch_hit=lookup.hit if lookup is not None else None, prefetch=lookup,
             others=[by_id[pid] for pid in others if pid in by_id], config=config,
             conversation_id=turn.conversation_id,
             named_skus=[item.sku for item in map(index.get, entities.focus_ids) if item is not None],

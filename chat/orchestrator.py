@@ -19,6 +19,8 @@ from typing import AsyncIterator, Protocol
 
 from django.conf import settings
 
+from prefetch.services import prefetch_enqueue, prefetch_outcome_record
+
 from . import guardrails, metrics, selectors, services
 from .assembly import AssembledContext, ContextAssembler, TurnInput
 from .compression import CompressedPrompt, PromptCompressor
@@ -78,9 +80,14 @@ class Orchestrator:
 
     async def answer(self, turn: TurnInput, sink: TurnSink, *, received_at: float | None = None) -> None:
         received_at = received_at or time.perf_counter()
+        # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
+        provisioned = asyncio.create_task(self._provisioned_route())
         context = await self.assembler.assemble(turn)
         prompt = self.compress(context)
         routes = self.routes()
+        provisioned_route = await provisioned
+        if provisioned_route is not None:
+            routes = [provisioned_route, *routes]  # a 429 there falls back to on-demand (policy below)
         request = LLMRequest(system=prompt.system, stable_context=prompt.stable_context,
                              volatile_context=prompt.volatile_context, messages=prompt.messages,
                              max_tokens=settings.LLM_MAX_OUTPUT_TOKENS, route=routes[0],
@@ -110,6 +117,16 @@ class Orchestrator:
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics)
+
+    async def _provisioned_route(self) -> Route | None:
+        if self.backend.name != "bedrock" or not settings.PROVISIONED_THROUGHPUT_ENABLED:
+            return None
+        from throughput.selectors import provisioned_route
+
+        try:
+            return await run_db(provisioned_route)
+        except Exception:  # noqa: BLE001 - never let capacity bookkeeping stand between the customer and the model
+            return None
 
     def _exact_count(self, request: LLMRequest) -> asyncio.Task | None:
         """The provider's exact prompt count (Bedrock CountTokens), asked beside the call, never before it."""
@@ -241,6 +258,15 @@ class Orchestrator:
             await run_db(selectors.memory_snapshot_store, conversation_id=turn.conversation_id)
         except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
             logger.exception("could not save the assistant turn %s", turn.client_message_id)
+        try:
+            await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,
+                         client_message_id=turn.client_message_id)
+            if status == TurnStatus.COMPLETE:
+                ids = {p.sku: p.id for p in context.products}
+                await run_db(prefetch_enqueue, context=context, session_key=turn.session_key,
+                             presented_ids=[ids[sku] for sku in presented_skus or [] if sku in ids])
+        except Exception:  # noqa: BLE001 - speculation never costs the customer anything
+            logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)
 
     def _observe(self, context: AssembledContext, prompt: CompressedPrompt, outcome: StreamOutcome,
                  turn_metrics: dict, status: TurnStatus) -> None:
@@ -259,8 +285,6 @@ class Orchestrator:
         metrics.CONTEXT_ASSEMBLY.labels(context.intent).observe(context.assembly_ms / 1000)
         for source, reason in context.degraded.items():
             metrics.CONTEXT_DEGRADED.labels(source, reason).inc()
-        if context.prefetch_hit is not None:
-            metrics.PREFETCH_LOOKUPS.labels("hit" if context.prefetch_hit else "miss", context.memory.previous_intent or "none").inc()
         metrics.OUTPUT_TOKENS.labels(self.backend.name, route).inc(turn_metrics["output_tokens"] or 0)
         metrics.TURNS.labels(status.value, context.intent).inc()
         if outcome.usage is not None:
