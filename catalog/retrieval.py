@@ -112,8 +112,11 @@ class LexicalIndex:
         """Positions of titles most of whose trigrams occur in `text` (typos and all)."""
         grams = trigrams(compact(text))
         shared: Counter[int] = Counter()
+        common = max(300, len(self.items) // 100)  # a trigram in 1 % of titles says little and costs a lot
         for gram in grams:
-            shared.update(self.title_grams.get(gram, ()))
+            positions = self.title_grams.get(gram, ())
+            if len(positions) <= common:
+                shared.update(positions)
         scored = []
         for position, _ in shared.most_common(64):
             share = max((len(title & grams) / len(title) for title in self.title_gram_sets[position]), default=0.0)

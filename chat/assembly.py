@@ -250,6 +250,13 @@ async def _given(value: T) -> T:
     return value
 
 
+def _uses_postgres() -> bool:
+    from django.db import connection
+
+    return settings.RETRIEVAL_BACKEND == "postgres" or (
+        settings.RETRIEVAL_BACKEND == "auto" and connection.vendor == "postgresql")
+
+
 def _search(text: str, filters: Filters) -> list[ScoredProduct]:
     return retrieval_search(text, limit=8, filters=filters)
 
@@ -288,8 +295,10 @@ class ContextAssembler:
         index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
 
         current_id = _current_product_id(turn.page, index)
+        # The embedded index's own results serve entity resolution too (PostgreSQL ranks differently).
+        own_results = retrieved if "retrieval" not in degraded and not _uses_postgres() else None
         entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
-                           focus_id=memory.focus_id)
+                           focus_id=memory.focus_id, retrieved=own_results)
         intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
                           mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)

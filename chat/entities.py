@@ -11,7 +11,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from catalog.retrieval import LexicalIndex
+from catalog.retrieval import LexicalIndex, ScoredProduct
 from catalog.text import compact, script_runs, tokens
 
 # Not \b: in "MA-26641の荷物" the kana is a word character too.
@@ -45,13 +45,16 @@ class Entities:
         return seen
 
 
-def _title_matches(text: str, index: LexicalIndex, limit: int = 3) -> list[int]:
-    """Products whose title the message names, exactly, partly or misspelled."""
+def _title_matches(text: str, index: LexicalIndex, limit: int = 3,
+                   retrieved: list[ScoredProduct] | None = None) -> list[int]:
+    """Products whose title the message names, exactly, partly or misspelled.
+
+    `retrieved` (the assembly's own retrieval of this message) spares a second search."""
     message = compact(text)
     if not message:
         return []
     words = tokens(text)
-    lexical = {c.product_id: c.score for c in index.search(text, limit=8)}
+    lexical = {c.product_id: c.score for c in (retrieved if retrieved is not None else index.search(text, limit=8))}
     positions = [index.by_id[pid] for pid in lexical]
     positions += [p for p in index.title_candidates(text) if p not in positions]
     matched: list[tuple[float, int]] = []
@@ -122,14 +125,14 @@ def _references(text: str, shown: list[list[int]], focus_id: int | None = None) 
 
 
 def resolve(text: str, *, index: LexicalIndex, shown: list[list[int]], current_product_id: int | None = None,
-            focus_id: int | None = None) -> Entities:
+            focus_id: int | None = None, retrieved: list[ScoredProduct] | None = None) -> Entities:
     entities = Entities()
     entities.order_ids = order_ids(text)
     volume = VOLUME_RE.search(text)
     if volume:
         entities.volume = int(next(g for g in volume.groups() if g))
     entities.referenced_ids = _references(text, shown, focus_id)
-    entities.product_ids = _title_matches(text, index)
+    entities.product_ids = _title_matches(text, index, retrieved=retrieved)
     if not entities.focus_ids and current_product_id and _ANAPHOR_RE.search(text):
         entities.referenced_ids = [current_product_id]
     return entities
