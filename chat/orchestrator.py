@@ -108,15 +108,17 @@ class Orchestrator:
         if outcome.error is not None:
             status = TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED
             await sink.failed(outcome.error.code, self._error_message(outcome), outcome.error.retry_after)
-            await self._finish(turn, context, prompt, outcome, received_at, overhead, status, str(outcome.error))
+            # Shielded: a socket closing now must not lose the saved turn or its bookkeeping.
+            await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, status,
+                                              str(outcome.error)))
             return
         presented = guardrails.products_presented(outcome.text, context.products)
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
         if exact_count:
             turn_metrics["exact_prompt_tokens"] = await self._exact_count_result(exact_count)
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
-        await self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
-                           presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics)
+        await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
+                           presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
 
     async def _provisioned_route(self) -> Route | None:
         if self.backend.name != "bedrock" or not settings.PROVISIONED_THROUGHPUT_ENABLED:

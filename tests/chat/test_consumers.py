@@ -149,6 +149,7 @@ class ConversationTests:
         frames = await first.ask("Recommend a shonen manga like Dragon Ball", "c1")
         conversation = frames[0]["conversation"]
         shown = frames[-1]["products"]
+        await saved_turns(2)  # a customer reloads after the answer is saved, not within its milliseconds
         await first.ws.disconnect()
 
         second = await open_chat(f"/ws/chat/?conversation={conversation}", headers=[ORIGIN, cookie])
