@@ -9,6 +9,7 @@ they have until the new one is swapped in.
 from __future__ import annotations
 
 import logging
+import heapq
 import math
 import threading
 import time
@@ -28,7 +29,7 @@ VERSION_CHECK_SECONDS = 1.0
 # Field weights: a word in the title counts far more than one in the description.
 FIELD_WEIGHTS = {"title": 3.0, "authors": 2.0, "genres": 1.5, "meta": 1.0, "description": 1.0}
 K1 = 1.2
-COMMON_TERM_SHARE = 0.03
+COMMON_TERM_SHARE = 0.01
 B = 0.75
 
 
@@ -81,6 +82,10 @@ class LexicalIndex:
     # Character trigrams of the titles -> positions: candidates for misspelled titles.
     title_grams: dict[str, list[int]] = field(default_factory=dict)
     title_gram_sets: list[tuple[frozenset[str], ...]] = field(default_factory=list)
+    by_genre: dict[str, list[int]] = field(default_factory=dict)
+    by_demographic: dict[str, list[int]] = field(default_factory=dict)
+    most_popular: list[int] = field(default_factory=list)
+    by_popularity: list[int] = field(default_factory=list)
     version: object = None
 
     @classmethod
@@ -106,6 +111,16 @@ class LexicalIndex:
                 grams[gram].append(position)
         index.postings = dict(postings)
         index.title_grams = dict(grams)
+        by_genre: dict[str, list[int]] = defaultdict(list)
+        by_demographic: dict[str, list[int]] = defaultdict(list)
+        for position, item in enumerate(index.items):
+            for genre in item.genres:
+                by_genre[genre].append(position)
+            if item.demographic:
+                by_demographic[item.demographic].append(position)
+        index.by_genre, index.by_demographic = dict(by_genre), dict(by_demographic)
+        index.by_popularity = sorted(range(len(index.items)), key=lambda p: -index.items[p].popularity)
+        index.most_popular = index.by_popularity[:50]
         return index
 
     def title_candidates(self, text: str, *, limit: int = 5, min_share: float = 0.6) -> list[int]:
@@ -142,7 +157,7 @@ class LexicalIndex:
         scores: dict[int, float] = defaultdict(float)
         # Terms in a large share of the catalog (common kana bigrams, "manga") carry almost no
         # weight (tiny idf) but cost a walk over thousands of postings: skip them.
-        common = max(500, int(n_docs * COMMON_TERM_SHARE))
+        common = max(300, int(n_docs * COMMON_TERM_SHARE))
         for term in set(tokens(query)):
             posting = self.postings.get(term)
             if not posting or len(posting) > common:
@@ -151,11 +166,19 @@ class LexicalIndex:
             for position, tf in posting:
                 norm = tf * (K1 + 1) / (tf + K1 * (1 - B + B * self.doc_lengths[position] / avg_length))
                 scores[position] += idf * norm
+        def key(kv: tuple[int, float]) -> tuple[float, float]:
+            return (kv[1], self.items[kv[0]].popularity)
+
         if scores:
-            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], -self.items[kv[0]].popularity))
-        else:
-            ranked = [(position, 0.0) for position in range(n_docs)]
-            ranked.sort(key=lambda kv: -self.items[kv[0]].popularity)
+            # The best few first (a heap, not a sort of every match); a full sort only if filters reject them.
+            ranked = heapq.nlargest(limit * 8, scores.items(), key=key)
+            out = self._accepted(ranked, limit, filters)
+            if len(out) < limit and len(scores) > len(ranked):
+                out = self._accepted(sorted(scores.items(), key=key, reverse=True), limit, filters)
+            return out
+        return self._accepted(((position, 0.0) for position in self.by_popularity), limit, filters)
+
+    def _accepted(self, ranked: Iterable[tuple[int, float]], limit: int, filters: Filters) -> list[ScoredProduct]:
         out: list[ScoredProduct] = []
         for position, score in ranked:
             item = self.items[position]
@@ -173,7 +196,13 @@ class LexicalIndex:
         filters = filters or Filters()
         exclude = filters.exclude_ids | {product_id}
         scored: list[tuple[float, IndexedProduct]] = []
-        for item in self.items:
+        # Only series that can score: a shared genre, the same demographic, or among the most popular.
+        candidates: set[int] = set(self.most_popular)
+        for genre in seed.genres:
+            candidates.update(self.by_genre.get(genre, ()))
+        if seed.demographic:
+            candidates.update(self.by_demographic.get(seed.demographic, ()))
+        for item in (self.items[position] for position in candidates):
             if item.product_id in exclude or not filters.accepts(item):
                 continue
             union = seed.genres | item.genres
