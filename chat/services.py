@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from .compression import count_tokens
 from .models import Conversation, Role, Turn, TurnRecord, TurnStatus
@@ -161,3 +163,14 @@ def conversation_summary_due(*, conversation_id: uuid.UUID, window: int) -> None
     summarized = Conversation.objects.filter(id=conversation_id).values_list("summary_through", flat=True).first() or 0
     if count - window > summarized:
         enqueue_on_commit(conversation_summarize_task, args=(str(conversation_id),))
+
+
+def turn_records_prune(*, older_than_days: int, now: datetime | None = None, batch_size: int = 5000) -> int:
+    """Delete per-turn latency records past the retention window, in batches (short transactions)."""
+    cutoff = (now or timezone.now()) - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(TurnRecord.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += TurnRecord.objects.filter(id__in=ids).delete()[0]

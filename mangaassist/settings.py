@@ -332,6 +332,9 @@ RETRIEVAL_BACKEND = env_str("RETRIEVAL_BACKEND", "auto")
 if RETRIEVAL_BACKEND not in {"auto", "embedded", "postgres"}:
     raise ImproperlyConfigured("RETRIEVAL_BACKEND must be auto, embedded or postgres")
 
+# How long per-turn latency records (dashboard, alarms, relearning) are kept; pruned nightly.
+TURN_RECORD_RETENTION_DAYS = env_int("TURN_RECORD_RETENTION_DAYS", 90, minimum=1)
+
 # --- Store policies (store/) ---------------------------------------------------------------
 
 STORE_RETURN_WINDOW_DAYS = env_int("STORE_RETURN_WINDOW_DAYS", 30, minimum=0)

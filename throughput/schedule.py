@@ -31,6 +31,7 @@ SCALE_DOWN = "throughput: scale down at peak end"
 RECONCILE = "throughput: reconcile"
 REFRESH = "throughput: follow creations"
 ALARM_CHECK = "throughput: latency alarm"
+PRUNE_RECORDS = "chat: prune turn records"
 
 # How far back (and forward) a crontab is searched for its previous (next) run: a week covers
 # day-of-week schedules; a crontab that runs less often than weekly counts as "has not run".
@@ -67,6 +68,9 @@ def beat_entries() -> list[BeatEntry]:
         # Every minute: first-token p95 over the last minutes against the alarm threshold (DESIGN.md §6).
         BeatEntry(ALARM_CHECK, "throughput.alarm_check", "*", "*", 60,
                   "Buy capacity off-peak when first-token p95 is over the threshold, within the daily cap."),
+        # 03:30 JST daily: drop per-turn latency records past TURN_RECORD_RETENTION_DAYS (quiet hour).
+        BeatEntry(PRUNE_RECORDS, "chat.turn_records_prune", "30", "3", 60 * 60,
+                  "Delete per-turn latency records older than the retention window (TURN_RECORD_RETENTION_DAYS)."),
         # 04:00 JST daily: relearn prefetch transition probabilities (prefetch/schedule.py says why).
         *(BeatEntry(**entry) for entry in PREFETCH_BEAT_ENTRIES),  # type: ignore[arg-type]
     ]
