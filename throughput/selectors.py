@@ -261,3 +261,24 @@ def cost_estimate(*, now: datetime) -> CostEstimate:
     projected_hours = projected_seconds / 3600
     return CostEstimate(day=day_start.date(), model_unit_hours=round(unit_hours, 3), usd=round(unit_hours * price, 2),
                         projected_usd=round((unit_hours + projected_hours) * price, 2), hourly_price_usd=price)
+
+
+def throughput_state(*, now: datetime | None = None) -> dict[str, object]:
+    """What the PM dashboard shows: enabled or not, the current model's state, routing, today's cost."""
+    from django.utils import timezone
+
+    now = now or timezone.now()
+    if not settings.PROVISIONED_THROUGHPUT_ENABLED:
+        return {"enabled": False, "routing": "on-demand (provisioned throughput is off)"}
+    active = throughput_active()
+    cost = cost_estimate(now=now)
+    failure = throughput_last_failure()
+    return {
+        "enabled": True,
+        "state": active.get_status_display() if active else "none",
+        "model units": active.model_units if active else None,
+        "routing": "provisioned" if routable_arn(now=now) else "on-demand",
+        "capacity wanted now": capacity_wanted(now=now),
+        "cost today (USD)": f"{cost.usd:,.2f} (projected {cost.projected_usd:,.2f})",
+        "last failure": f"{failure.requested_at:%Y-%m-%d %H:%M} {failure.get_status_display()}" if failure else None,
+    }

@@ -175,3 +175,16 @@ class CostEstimateTests:
     def test_a_creation_refused_costs_nothing(self, control: FakeBedrockControl, beat_schedule: None) -> None:
         throughput_row(ThroughputStatus.FAILED, arn="", requested_at=jst(9), ended_at=jst(9))
         assert selectors.cost_estimate(now=jst(12)).usd == 0
+
+
+@pytest.mark.django_db
+class ThroughputStateTests:
+    def test_dashboard_state_when_off_and_when_in_service(self, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.PROVISIONED_THROUGHPUT_ENABLED = False
+        assert selectors.throughput_state()["enabled"] is False
+        settings.PROVISIONED_THROUGHPUT_ENABLED = True
+        assert selectors.throughput_state()["state"] == "none"
+        throughput_row(ThroughputStatus.IN_SERVICE, requested_at=timezone.now() - timedelta(hours=2), units=2)
+        state = selectors.throughput_state()
+        assert state["state"] == "In service" and state["model units"] == 2
+        assert float(state["cost today (USD)"].split(" ")[0].replace(",", "")) > 0  # two units for two hours
