@@ -78,6 +78,7 @@ class LexicalIndex:
     postings: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     doc_lengths: list[float] = field(default_factory=list)
     by_id: dict[int, int] = field(default_factory=dict)
+    by_sku: dict[str, int] = field(default_factory=dict)
     titles_compact: list[tuple[str, ...]] = field(default_factory=list)
     # Character trigrams of the titles -> positions: candidates for misspelled titles.
     title_grams: dict[str, list[int]] = field(default_factory=dict)
@@ -104,6 +105,7 @@ class LexicalIndex:
             index.items.append(item)
             index.doc_lengths.append(sum(weighted.values()))
             index.by_id[item.product_id] = position
+            index.by_sku[item.sku] = item.product_id
             index.titles_compact.append(tuple(compact(title) for title in item.titles if title))
             gram_sets = tuple(frozenset(trigrams(t)) for t in index.titles_compact[-1] if len(t) >= 5)
             index.title_gram_sets.append(gram_sets)

@@ -265,7 +265,7 @@ def _current_product_id(page: dict, index: LexicalIndex) -> int | None:
     sku = page.get("current_asin")
     if not isinstance(sku, str) or not sku:
         return None
-    return next((item.product_id for item in index.items if item.sku == sku), None) if len(index) < 5000 else None
+    return index.by_sku.get(sku)
 
 
 class ContextAssembler:

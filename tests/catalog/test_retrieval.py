@@ -80,3 +80,13 @@ class EntityTests:
         entities = resolve("where is order MA-10234 with volume 12?", index=index, shown=[])
         assert entities.order_ids == ["MA-10234"] and entities.volume == 12
         assert resolve("ワンピース 105巻", index=index, shown=[]).volume == 105
+
+
+class ProductPageContextTests:
+    def test_the_current_page_product_is_found_by_sku_whatever_the_catalog_size(self, index) -> None:  # type: ignore[no-untyped-def]
+        from chat.assembly import _current_product_id
+
+        naruto = Product.objects.get(title_en="Naruto")
+        assert _current_product_id({"current_asin": naruto.sku}, index) == naruto.id
+        assert _current_product_id({"current_asin": "B0UNKNOWN0"}, index) is None
+        assert _current_product_id({}, index) is None
