@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import ScaledStack
+from bench.stack import ScaledStack
 
 pytestmark = pytest.mark.scaled
 
