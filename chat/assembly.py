@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Awaitable, Callable, TypeVar
 
 from django.conf import settings
@@ -57,6 +58,7 @@ class TurnInput:
     text: str
     page: dict
     session_key: str = ""  # whose orders and cart the store data may show
+    continuing: bool = False  # answered before and cut short: continue that answer (`resume`)
 
 
 @dataclass
@@ -284,9 +286,12 @@ class ContextAssembler:
         memory_deadline = self.deadlines["memory"]
         if refers_to_earlier_turns(turn.text):
             memory_deadline = max(memory_deadline, self.deadlines.get("memory_reference", 0.5))
-        memory_task = _bounded("memory", memory_deadline,
-                               lambda: run_db(selectors.conversation_memory_cached, conversation_id=turn.conversation_id),
-                               Memory(), degraded, timings)
+        if turn.continuing:  # the snapshot holds the cut answer itself: read the history without it
+            memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
+                                  answering=turn.client_message_id)
+        else:
+            memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id)
+        memory_task = _bounded("memory", memory_deadline, lambda: run_db(memory_call), Memory(), degraded, timings)
         retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
                                   lambda: run_db(_search, turn.text, filters), [], degraded, timings)
         config_task = _bounded("config", self.deadlines["store"], lambda: run_db(prompt_config), PromptConfig(),

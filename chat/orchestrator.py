@@ -11,6 +11,7 @@ route, never a retry once text was sent, a stall counted as a failure.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -52,6 +53,7 @@ class StreamOutcome:
     retries: int = 0
     error: LLMError | None = None
     gaps: list[float] = field(default_factory=list)
+    first_index: int = 0  # continuing an answer: the client has deltas 0 .. first_index - 1
 
 
 class Orchestrator:
@@ -78,8 +80,17 @@ class Orchestrator:
 
     # --- the turn ---------------------------------------------------------------------------
 
-    async def answer(self, turn: TurnInput, sink: TurnSink, *, received_at: float | None = None) -> None:
+    async def answer(self, turn: TurnInput, sink: TurnSink, *, received_at: float | None = None, prefill: str = "",
+                     first_index: int = 0) -> None:
+        """Answer `turn`, relaying deltas to `sink`.
+
+        `prefill` continues an answer a dropped socket cut short (`resume`): the model writes what
+        follows it, deltas are numbered from `first_index` (the ones the client has), and the
+        `completed` text and the saved turn are the whole answer.
+        """
         received_at = received_at or time.perf_counter()
+        if prefill:
+            turn = dataclasses.replace(turn, continuing=True)
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
         context = await self.assembler.assemble(turn)
@@ -91,10 +102,10 @@ class Orchestrator:
         request = LLMRequest(system=prompt.system, stable_context=prompt.stable_context,
                              volatile_context=prompt.volatile_context, messages=prompt.messages,
                              max_tokens=settings.LLM_MAX_OUTPUT_TOKENS, route=routes[0],
-                             prompt_tokens=prompt.prompt_tokens, grounding=context)
+                             prompt_tokens=prompt.prompt_tokens, grounding=context, prefill=prefill)
         overhead = time.perf_counter() - received_at
         metrics.ORCHESTRATOR_OVERHEAD.labels(context.intent).observe(overhead)
-        outcome = StreamOutcome()
+        outcome = StreamOutcome(text=prefill, first_index=first_index)
         exact_count = self._exact_count(request)
         try:
             await self._stream(request, routes, sink, outcome, received_at)
@@ -200,7 +211,10 @@ class Orchestrator:
                     what = "no first token before the deadline" if outcome.deltas == 0 else "the stream stalled"
                     raise LLMStreamError(what) if outcome.deltas else LLMError(what) from exc
                 if isinstance(event, TextDelta):
-                    if not event.text:
+                    text = event.text
+                    if outcome.deltas == 0 and outcome.text[-1:].isspace():
+                        text = text.lstrip()  # the prefill ended in a space the model repeats
+                    if not text:
                         continue
                     now = time.perf_counter()
                     if outcome.first_token_at is None:
@@ -208,9 +222,9 @@ class Orchestrator:
                     elif last is not None:
                         outcome.gaps.append(now - last)
                     last = now
-                    await sink.delta(outcome.deltas, event.text)
+                    await sink.delta(outcome.first_index + outcome.deltas, text)
                     outcome.deltas += 1
-                    outcome.text += event.text
+                    outcome.text += text
                 elif isinstance(event, Usage):
                     outcome.usage = event
         finally:
@@ -261,8 +275,9 @@ class Orchestrator:
         except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
             logger.exception("could not save the assistant turn %s", turn.client_message_id)
         try:
-            await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,
-                         client_message_id=turn.client_message_id)
+            if not turn.continuing:  # the cut answer's turn counted this lookup already
+                await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,
+                             client_message_id=turn.client_message_id)
             if status == TurnStatus.COMPLETE:
                 ids = {p.sku: p.id for p in context.products}
                 await run_db(prefetch_enqueue, context=context, session_key=turn.session_key,

@@ -48,15 +48,19 @@ def compact_answer(text: str, titles: list[tuple[str, str]]) -> str:
 
 
 def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TURNS,
-                        full_history: bool = False) -> Memory:
+                        full_history: bool = False, answering: str = "") -> Memory:
     """The summary, the last `window` turns (answers compacted) and what recent answers presented.
 
     `full_history` also returns every turn verbatim: the uncompressed ("naive") prompt.
+    `answering`: the client id of a message being answered again (a cut answer continued after
+    `resume`); its question and its partial answer are not history.
     """
     conversation = Conversation.objects.filter(id=conversation_id).only("summary", "raw_history_tokens").first()
     if conversation is None:
         return Memory()
     turns = Turn.objects.filter(conversation_id=conversation_id).exclude(status=TurnStatus.FAILED, text="")
+    if answering:
+        turns = turns.exclude(client_message_id=answering)
     if full_history:
         rows = list(turns.order_by("created_at", "id").values("role", "text", "intent", "product_skus"))
     else:

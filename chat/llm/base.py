@@ -35,6 +35,9 @@ class LLMRequest:
     max_tokens: int
     route: Route
     prompt_tokens: int = 0
+    # The answer so far, when continuing one a dropped socket cut short (`resume`): the model
+    # writes what follows it (an assistant prefill), never the whole answer again.
+    prefill: str = ""
     # Structured facts the prompt was written from. Only the simulated backend
     # reads it (it has no model to read the prompt); real backends ignore it.
     grounding: Any = None

@@ -100,6 +100,19 @@ def alternating(messages: list[Message]) -> list[Message]:
     return out
 
 
+def with_prefill(request: LLMRequest) -> list[Message]:
+    """The turns, ending with the answer so far as an assistant prefill when continuing one.
+
+    Bedrock refuses a final assistant message that ends in whitespace; the orchestrator drops a
+    repeated space at the start of the continuation.
+    """
+    messages = alternating(request.messages)
+    prefill = request.prefill.rstrip()
+    if prefill:
+        messages.append(Message("assistant", prefill))
+    return messages
+
+
 def converse_arguments(request: LLMRequest) -> dict[str, Any]:
     """ConverseStream arguments, laid out from the most stable block to the most volatile."""
     system: list[dict] = [{"text": request.system}]
@@ -112,7 +125,7 @@ def converse_arguments(request: LLMRequest) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "modelId": request.route.model_id,
         "system": system,
-        "messages": [{"role": m.role, "content": [{"text": m.text}]} for m in alternating(request.messages)],
+        "messages": [{"role": m.role, "content": [{"text": m.text}]} for m in with_prefill(request)],
         "inferenceConfig": {"maxTokens": request.max_tokens, "temperature": settings.LLM_TEMPERATURE},
     }
     if latency_optimized(request.route.model_id):
@@ -133,7 +146,7 @@ def invoke_body(request: LLMRequest) -> dict[str, Any]:
         "max_tokens": request.max_tokens,
         "temperature": settings.LLM_TEMPERATURE,
         "system": system,
-        "messages": [{"role": m.role, "content": [{"type": "text", "text": m.text}]} for m in alternating(request.messages)],
+        "messages": [{"role": m.role, "content": [{"type": "text", "text": m.text}]} for m in with_prefill(request)],
     }
 
 

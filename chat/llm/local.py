@@ -98,7 +98,9 @@ class LocalBackend:
     @staticmethod
     def _generate(model: LocalModel, request: LLMRequest, stop: threading.Event) -> Iterator[StreamEvent]:
         messages = chat_messages(request)
-        handler_prompt = _rendered_prompt(model, messages)
+        if request.prefill:
+            messages = messages[:-1]  # the prefill goes after the generation prompt, as raw text
+        handler_prompt = _rendered_prompt(model, messages) + request.prefill
         prompt_tokens = model.llm.tokenize(handler_prompt.encode("utf-8"), add_bos=False, special=True)
         reused = model.prefix_match(prompt_tokens)
         output_tokens = 0

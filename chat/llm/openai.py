@@ -24,7 +24,11 @@ def chat_messages(request: LLMRequest) -> list[dict[str, str]]:
     system = request.system + ("\n\n" + request.stable_context if request.stable_context else "")
     if request.volatile_context:
         system += "\n\n" + request.volatile_context
-    return [{"role": "system", "content": system}] + [{"role": m.role, "content": m.text} for m in request.messages]
+    messages = [{"role": "system", "content": system}] + [{"role": m.role, "content": m.text} for m in request.messages]
+    if request.prefill:
+        # Continuing a cut answer: servers that support it (vLLM, llama.cpp) continue a final assistant message.
+        messages.append({"role": "assistant", "content": request.prefill})
+    return messages
 
 
 class OpenAICompatibleBackend:

@@ -94,6 +94,9 @@ class SimulatedBackend:
         if fault and fault.kind == "throttle":
             raise LLMThrottled("simulated ThrottlingException before the stream", retry_after=0.05)
         text = write_answer(request.grounding) if request.grounding is not None else "…"
+        if request.prefill:
+            # Continuing: the responder writes the same answer for the same context; send what follows.
+            text = text[len(request.prefill):] if text.startswith(request.prefill) else ""
         token_ids = encoding().encode_ordinary(text)[: request.max_tokens]
         await asyncio.sleep(self.pace.first_token_seconds(request.prompt_tokens, self.rng))
         pending: list[int] = []

@@ -192,3 +192,22 @@ class BedrockFaultTests:
         closed_at = bedrock.wait_client_closed(bedrock.calls[0], timeout=1)
         assert closed_at - gone_at < 0.1
         await asyncio.sleep(0.05)
+
+
+class BedrockPrefillTests:
+    """Continuing a cut answer (`resume`): the partial text is the final assistant message."""
+
+    @pytest.mark.parametrize("api", ["converse", "invoke"])
+    def test_the_partial_answer_is_sent_as_an_assistant_prefill_without_trailing_space(self, settings, api) -> None:  # type: ignore[no-untyped-def]
+        from chat.llm.base import LLMRequest, Message, Route
+        from chat.llm.bedrock import converse_arguments, invoke_body
+
+        request = LLMRequest(system="s", stable_context="", volatile_context="", max_tokens=50,
+                             messages=[Message("user", "Recommend a seinen manga")], route=Route("on_demand", SONNET),
+                             prefill="Here are three seinen series: ")
+        messages = converse_arguments(request)["messages"] if api == "converse" else invoke_body(request)["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[-1]["content"][0]["text"] == "Here are three seinen series:"
+        request.prefill = ""
+        plain = converse_arguments(request)["messages"] if api == "converse" else invoke_body(request)["messages"]
+        assert [m["role"] for m in plain] == ["user"]

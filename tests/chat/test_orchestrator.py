@@ -92,3 +92,66 @@ class ModelCallPolicyTests:
         await chat.ws.disconnect()
         types = [f["type"] for f in frames]
         assert "keepalive" in types and types.index("keepalive") < types.index("delta")
+
+
+class ListSink:
+    """A TurnSink that keeps what the orchestrator sent."""
+
+    def __init__(self) -> None:
+        self.deltas: list[tuple[int, str]] = []
+        self.done: dict | None = None
+
+    async def delta(self, index: int, text: str) -> None:
+        self.deltas.append((index, text))
+
+    async def completed(self, text: str, products: list[dict], metrics: dict) -> None:
+        self.done = {"text": text, "products": products, "metrics": metrics}
+
+    async def failed(self, code: str, message: str, retry_after: float | None = None) -> None:
+        self.done = {"error": code}
+
+
+class ContinuationTests:
+    """`resume` after a cut answer: the model continues from the partial text (an assistant prefill)."""
+
+    async def test_a_cut_answer_continues_from_its_partial_text_without_repeating_it(self, demo_catalog: None) -> None:
+        from chat.assembly import TurnInput
+
+        question = "Recommend a shonen manga like Dragon Ball"
+        reference = await open_chat()
+        reference_done = (await reference.ask(question, "whole"))[-1]
+        whole = reference_done["text"]
+        await reference.ws.disconnect()
+
+        backend = _use(SimulatedBackend(profile="instant"))
+        chat = await open_chat()
+        await chat.ask("Hello", "h1")
+        backend.inject(Fault("stream_error", after_tokens=7))
+        frames = await chat.ask(question, "cut")
+        await chat.ws.disconnect()
+        partial = await _answer_when("cut", TurnStatus.PARTIAL)
+        sent = [f for f in frames if f["type"] == "delta"]
+        assert len(sent) == 7 and partial.text == "".join(f["text"] for f in sent)
+
+        sink = ListSink()
+        turn = TurnInput(partial.conversation_id, "cut", question, {})
+        await ChatConsumer.orchestrator.answer(turn, sink, prefill=partial.text, first_index=len(sent))
+        assert [index for index, _ in sink.deltas] == list(range(7, 7 + len(sink.deltas)))
+        assert sink.done is not None and sink.done["text"] == whole
+        assert partial.text + "".join(text for _, text in sink.deltas) == whole
+        saved = await _answer_when("cut", TurnStatus.COMPLETE)
+        assert saved.text == whole
+        assert [p["sku"] for p in sink.done["products"]] == [p["sku"] for p in reference_done["products"]]
+
+
+async def _answer_when(message_id: str, status: TurnStatus, timeout: float = 3.0) -> Turn:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        turn = await sync_to_async(Turn.objects.filter(role=Role.ASSISTANT, client_message_id=message_id).first)()
+        if (turn is not None and turn.status == status) or time.monotonic() > deadline:
+            assert turn is not None and turn.status == status
+            return turn
+        await asyncio.sleep(0.02)
