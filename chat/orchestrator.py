@@ -14,13 +14,16 @@ import asyncio
 import dataclasses
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
 from django.conf import settings
 
+from prefetch.selectors import PreparedAnswer
 from prefetch.services import prefetch_enqueue, prefetch_outcome_record
+from prefetch.speculation import speculation_match
 
 from . import guardrails, metrics, selectors, services
 from .assembly import AssembledContext, ContextAssembler, TurnInput
@@ -32,6 +35,9 @@ from .models import TurnStatus
 from .threads import run_db
 
 logger = logging.getLogger(__name__)
+
+# A prepared answer goes out in pieces of a few words, so the widget paints it as it paints a stream.
+PREPARED_PIECE = re.compile(r"(?:\S+\s*){1,4}|\s+")
 
 class TurnSink(Protocol):
     """Where the answer goes (the consumer turns these into protocol frames)."""
@@ -94,15 +100,17 @@ class Orchestrator:
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
         context = await self.assembler.assemble(turn)
+        prepared = None if prefill else speculation_match(context)
+        if prepared is not None:
+            provisioned.cancel()
+            await self._serve_prepared(turn, context, prepared, sink, received_at)
+            return
         prompt = self.compress(context)
         routes = self.routes()
         provisioned_route = await provisioned
         if provisioned_route is not None:
             routes = [provisioned_route, *routes]  # a 429 there falls back to on-demand (policy below)
-        request = LLMRequest(system=prompt.system, stable_context=prompt.stable_context,
-                             volatile_context=prompt.volatile_context, messages=prompt.messages,
-                             max_tokens=settings.LLM_MAX_OUTPUT_TOKENS, route=routes[0],
-                             prompt_tokens=prompt.prompt_tokens, grounding=context, prefill=prefill)
+        request = self.request_for(context, prompt, routes[0], prefill=prefill)
         overhead = time.perf_counter() - received_at
         metrics.ORCHESTRATOR_OVERHEAD.labels(context.intent).observe(overhead)
         outcome = StreamOutcome(text=prefill, first_index=first_index)
@@ -130,6 +138,39 @@ class Orchestrator:
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
+
+    def request_for(self, context: AssembledContext, prompt: CompressedPrompt, route: Route, *,
+                    max_tokens: int | None = None, prefill: str = "") -> LLMRequest:
+        return LLMRequest(system=prompt.system, stable_context=prompt.stable_context,
+                          volatile_context=prompt.volatile_context, messages=prompt.messages,
+                          max_tokens=max_tokens or settings.LLM_MAX_OUTPUT_TOKENS, route=route,
+                          prompt_tokens=prompt.prompt_tokens, grounding=context, prefill=prefill)
+
+    async def _serve_prepared(self, turn: TurnInput, context: AssembledContext, prepared: PreparedAnswer,
+                              sink: TurnSink, received_at: float) -> None:
+        """Stream the answer speculation wrote for exactly this question, then finish as any answer."""
+        overhead = time.perf_counter() - received_at
+        metrics.ORCHESTRATOR_OVERHEAD.labels(context.intent).observe(overhead)
+        outcome = StreamOutcome(route=Route("speculative", prepared.model_id),
+                                usage=Usage(input_tokens=prepared.prompt_tokens, output_tokens=prepared.output_tokens))
+        try:
+            for piece in PREPARED_PIECE.findall(prepared.text):
+                now = time.perf_counter()
+                outcome.first_token_at = outcome.first_token_at or now
+                await sink.delta(outcome.deltas, piece)
+                outcome.deltas += 1
+                outcome.text += piece
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(turn, context, self.compress(context), outcome, received_at, overhead,
+                                              TurnStatus.PARTIAL, "stopped"))
+            raise
+        prompt = self.compress(context)  # after the text is out: the turn's metrics are recorded like any other
+        presented = guardrails.products_presented(outcome.text, context.products)
+        turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
+        turn_metrics.update(speculative=True, prompt_tokens=prepared.prompt_tokens)
+        await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
+        await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
+                                          presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
 
     async def _provisioned_route(self) -> Route | None:
         if self.backend.name != "bedrock" or not settings.PROVISIONED_THROUGHPUT_ENABLED:

@@ -103,15 +103,18 @@ class TransitionAdmin(admin.ModelAdmin):
 @admin.register(PrefetchSettings)
 class PrefetchSettingsAdmin(admin.ModelAdmin):
     list_display = ["__str__", "enabled", "threshold", "deadline_seconds", "max_products_per_key",
-                    "auto_apply_relearned", "updated_at"]
+                    "speculation_enabled", "pregenerate", "auto_apply_relearned", "updated_at"]
     readonly_fields = ["updated_at"]
     fieldsets = [
         ("Prefetch", {"fields": ["enabled", "threshold", "deadline_seconds", "max_products_per_key"],
                       "description": "Applies to the next turn in every process."}),
         ("Relearning (daily, 04:00 Asia/Tokyo)", {
             "fields": ["auto_apply_relearned", "relearn_min_samples", "relearn_smoothing", "relearn_window_days"]}),
-        ("Speculative pre-generation (not used yet)", {
-            "fields": ["speculative_max_output_tokens", "speculative_daily_token_budget"]}),
+        ("Speculation: the most likely follow-up, prepared before it is asked", {
+            "fields": ["speculation_enabled", "speculation_threshold", "pregenerate", "speculative_max_output_tokens",
+                       "speculative_conversation_token_budget", "speculative_daily_token_budget"],
+            "description": "A prepared answer is shown only when the next message asks exactly the predicted "
+                           "question about the same product; otherwise the model answers as usual."}),
         (None, {"fields": ["updated_at"]}),
     ]
 

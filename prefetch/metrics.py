@@ -14,3 +14,11 @@ PREFETCH_KEYS = Counter("mangaassist_prefetch_keys_total",
 PREFETCH_SECONDS = Histogram("mangaassist_prefetch_seconds", "Time one speculative prefetch took.",
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
                                       2.5, 3.0, 5.0))
+
+SPECULATIONS = Counter(
+    "mangaassist_speculations_total",
+    "Speculative answers by outcome: when prepared (prepared, prewarmed, disabled, stale, unresolved, over_budget, "
+    "truncated, failed, unsupported) and when the next turn came (served, discarded_*).",
+    ["result"])
+SPECULATIVE_TOKENS = Counter("mangaassist_speculative_tokens_total",
+                             "Tokens spent preparing answers before they were asked (prompt and output).", ["kind"])

@@ -122,11 +122,24 @@ class PrefetchSettings(models.Model):
         help_text="Weight of the current probability, in observations: (count + k * current) / (n + k).")
     relearn_window_days = models.PositiveIntegerField(default=28, validators=[MinValueValidator(1)],
                                                       help_text="Relearning reads the answers of this many days.")
-    # Speculative pre-generation of whole answers (a later issue): the budget it will be held to.
+    # Speculation: the single most likely follow-up prepared before it is asked (prefetch.speculation).
+    speculation_enabled = models.BooleanField(
+        default=True, help_text="Prepare the single most likely follow-up after an answer: its prompt, the model's "
+                                "prefix cache and, with pre-generation, the answer itself.")
+    speculation_threshold = models.FloatField(
+        default=0.45, validators=probability_validators(),
+        help_text="Only a follow-up at least this likely is prepared (higher than the prefetch threshold).")
+    pregenerate = models.BooleanField(
+        default=True, help_text="Generate the predicted answer in advance; it is shown only when the next message "
+                                "asks exactly that. Off: only the prompt and the model's prefix cache are prepared.")
     speculative_max_output_tokens = models.PositiveIntegerField(
-        default=200, help_text="Not used yet: longest pre-generated answer, in output tokens.")
+        default=320, validators=[MinValueValidator(16), MaxValueValidator(4000)],
+        help_text="Longest pre-generated answer, in output tokens; a longer one is discarded, never shown cut.")
+    speculative_conversation_token_budget = models.PositiveIntegerField(
+        default=6000, help_text="Tokens (prompt + output) speculation may spend on one conversation (0: none).")
     speculative_daily_token_budget = models.PositiveIntegerField(
-        default=0, help_text="Not used yet: output tokens per day pre-generation may spend (0: none).")
+        default=2_000_000, help_text="Tokens (prompt + output) speculation may spend per day, Asia/Tokyo, across "
+                                     "all conversations (0: none).")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -23,7 +23,7 @@ from .models import PrefetchKey, PrefetchOutcome, PrefetchSettings, Transition
 
 logger = logging.getLogger(__name__)
 
-CONFIG_KEY = "prefetch:config:v1"
+CONFIG_KEY = "prefetch:config:v2"  # v2: with the speculation settings
 # A safety net only: edits invalidate the copy at once. The TTL bounds the one race left (a
 # process that read the database just before a commit and writes its copy just after it).
 CONFIG_TTL = 5 * 60
@@ -57,6 +57,27 @@ def cart_key(session_key: str) -> str:
 def prediction_key(conversation_id: str | uuid.UUID) -> str:
     """What the previous answer's prefetch expected next, for the next turn's hit accounting."""
     return f"prefetch:prediction:{conversation_id}"
+
+
+def speculation_key(conversation_id: str | uuid.UUID) -> str:
+    """The answer prepared for the predicted follow-up (prefetch.speculation)."""
+    return f"prefetch:speculation:{conversation_id}"
+
+
+@dataclass(frozen=True)
+class PreparedAnswer:
+    """The answer to the predicted follow-up, generated before it was asked (prefetch.speculation)."""
+
+    at: float  # the prediction record it was prepared for: a newer turn makes it stale
+    from_intent: str
+    to_intent: str
+    product_id: int
+    fingerprint: str  # the product's title, price and stock when prepared: a change discards it
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    model_id: str
+    seconds: float  # how long preparing it took
 
 
 def kind_keys(kind: str, *, product_ids: list[int], session_key: str) -> list[str]:
@@ -94,6 +115,21 @@ class TransitionRule:
     keys: tuple[str, ...]
 
 
+# The follow-ups speculation can prepare: phrased as the customer most often asks them, so the
+# prepared context is the one the real follow-up assembles (prefetch.speculation).
+SPECULABLE_INTENTS = ("product_question",)
+
+
+@dataclass(frozen=True)
+class SpeculationConfig:
+    enabled: bool = True
+    threshold: float = 0.45
+    pregenerate: bool = True
+    max_output_tokens: int = 320
+    conversation_budget: int = 6000
+    daily_budget: int = 2_000_000
+
+
 @dataclass(frozen=True)
 class PrefetchConfig:
     enabled: bool = True
@@ -102,12 +138,24 @@ class PrefetchConfig:
     max_products_per_key: int = 3
     # Enabled transitions by from-intent, most likely first.
     transitions: Mapping[str, tuple[TransitionRule, ...]] = field(default_factory=dict)
+    speculation: SpeculationConfig = field(default_factory=SpeculationConfig)
 
     def predicted(self, intent: str) -> tuple[TransitionRule, ...]:
         """The transitions from `intent` likely enough to prefetch for."""
         if not self.enabled:
             return ()
         return tuple(rule for rule in self.transitions.get(intent, ()) if rule.probability >= self.threshold - 1e-9)
+
+    def speculated(self, intent: str) -> TransitionRule | None:
+        """The single most likely follow-up of `intent`, when it is likely enough to prepare and preparable."""
+        spec = self.speculation
+        if not self.enabled or not spec.enabled or not (spec.conversation_budget and spec.daily_budget):
+            return None
+        rules = self.transitions.get(intent, ())
+        top = rules[0] if rules else None
+        if top is None or top.probability < spec.threshold - 1e-9 or top.to_intent not in SPECULABLE_INTENTS:
+            return None
+        return top
 
 
 def _config_load() -> PrefetchConfig:
@@ -117,9 +165,13 @@ def _config_load() -> PrefetchConfig:
         # A key written past the admin's validation is ignored rather than failing every prefetch.
         keys = tuple(key for key in (t.prefetch_keys or ()) if key in PrefetchKey.values)
         transitions.setdefault(t.from_intent, []).append(TransitionRule(t.to_intent, float(t.probability), keys))
+    speculation = SpeculationConfig(
+        enabled=row.speculation_enabled, threshold=row.speculation_threshold, pregenerate=row.pregenerate,
+        max_output_tokens=row.speculative_max_output_tokens,
+        conversation_budget=row.speculative_conversation_token_budget, daily_budget=row.speculative_daily_token_budget)
     return PrefetchConfig(enabled=row.enabled, threshold=row.threshold, deadline_seconds=row.deadline_seconds,
                           max_products_per_key=row.max_products_per_key,
-                          transitions={k: tuple(v) for k, v in transitions.items()})
+                          transitions={k: tuple(v) for k, v in transitions.items()}, speculation=speculation)
 
 
 def prefetch_config() -> PrefetchConfig:
@@ -181,6 +233,7 @@ class PrefetchLookup:
     predicted: bool  # to_intent was among the transitions prefetched for
     hit: bool | None  # None: no prediction, or nothing this intent needs can be prefetched
     keys: dict[str, str] = field(default_factory=dict)  # kind -> hit | warm (not by the prefetch) | miss
+    prepared: PreparedAnswer | None = None  # the answer speculation prepared for the predicted follow-up
 
     @property
     def transition(self) -> str:
@@ -197,8 +250,8 @@ def prefetch_lookup(*, conversation_id: str | uuid.UUID, intent: str, product_id
     """
     needed = {kind: kind_keys(kind, product_ids=list(product_ids), session_key=session_key)
               for kind in NEEDED_KINDS.get(intent, ())}
-    record_key = prediction_key(conversation_id)
-    found = cache_get_many([record_key, *(key for keys in needed.values() for key in keys)])
+    record_key, prepared_key = prediction_key(conversation_id), speculation_key(conversation_id)
+    found = cache_get_many([record_key, prepared_key, *(key for keys in needed.values() for key in keys)])
     record = found.get(record_key)
     if not isinstance(record, dict) or (previous_intent and record.get("from_intent") != previous_intent):
         # No prediction for the turn before this one (the first turn, nothing likely enough, or stale).
@@ -212,10 +265,13 @@ def prefetch_lookup(*, conversation_id: str | uuid.UUID, intent: str, product_id
             results[kind] = MISS
         else:
             results[kind] = HIT if all(key in covered for key in keys) else WARM
+    prepared = found.get(prepared_key)
+    if not isinstance(prepared, PreparedAnswer) or prepared.at != record.get("at"):
+        prepared = None  # prepared for an older turn of the conversation
     return PrefetchLookup(
         from_intent=record.get("from_intent", previous_intent), to_intent=intent,
         predicted=intent in (record.get("predicted") or {}),
-        hit=all(result == HIT for result in results.values()) if results else None, keys=results)
+        hit=all(result == HIT for result in results.values()) if results else None, keys=results, prepared=prepared)
 
 
 @dataclass(frozen=True)

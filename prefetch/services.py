@@ -295,6 +295,14 @@ def prefetch_enqueue(*, context: AssembledContext, presented_ids: list[int], ses
                                at=at, keys=[])
         enqueue_on_commit(prefetch_task, args=(context.intent, ids, session_key, conversation_id),
                           kwargs={"predicted_at": at}, expires=config.deadline_seconds + QUEUE_WAIT_SECONDS)
+        if ids and config.speculated(context.intent) is not None:
+            from . import speculation
+            from .tasks import speculate_task
+
+            enqueue_on_commit(speculate_task, kwargs={
+                "conversation_id": conversation_id, "session_key": session_key, "page": dict(context.page or {}),
+                "from_intent": context.intent, "product_id": ids[0], "predicted_at": at},
+                expires=speculation.QUEUE_WAIT_SECONDS)
         return True
     except Exception:  # noqa: BLE001 - speculation must never cost the customer their answer
         logger.exception("prefetch: could not queue the prefetch after %s", getattr(context, "intent", "?"))

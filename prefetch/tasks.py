@@ -32,6 +32,20 @@ def prefetch_task(intent: str, product_ids: list[int], session_key: str, convers
                                       conversation_id=conversation_id, predicted_at=predicted_at).summary()
 
 
+@shared_task(name="prefetch.speculate", acks_late=True, ignore_result=True, soft_time_limit=30, time_limit=40)
+def speculate_task(*, conversation_id: str, session_key: str, page: dict, from_intent: str, product_id: int,
+                   predicted_at: float) -> str:
+    """Prepare the answer to the follow-up a `from_intent` answer most likely gets (prefetch.speculation).
+
+    Not retried: a speculation that fails is simply not there when the customer asks, and a
+    retry would spend tokens on a question that has likely been asked by then.
+    """
+    from .speculation import speculation_prepare
+
+    return speculation_prepare(conversation_id=conversation_id, session_key=session_key, page=page,
+                               from_intent=from_intent, product_id=product_id, predicted_at=predicted_at)
+
+
 @shared_task(name="prefetch.transitions_relearn", acks_late=True, ignore_result=True,
              autoretry_for=CONNECTION_ERRORS, max_retries=3, retry_backoff=True)
 def transitions_relearn_task(actor: str = "beat") -> dict[str, Any]:

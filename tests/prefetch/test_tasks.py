@@ -18,6 +18,7 @@ from chat.assembly import AssembledContext, facts_key, reviews_key
 from chat.entities import Entities
 from chat.selectors import Memory
 from mangaassist.celery import app, enqueue, in_process_wait
+from prefetch import speculation
 from prefetch.models import TransitionProposal
 from prefetch.schedule import PREFETCH_BEAT_ENTRIES
 from prefetch.selectors import prediction_key
@@ -95,15 +96,23 @@ class PrefetchTaskTests:
             sent_at = time.time()
             prefetch_enqueue(context=_context("product_discovery", uuid.uuid4()), presented_ids=shown[:3],
                              session_key=SESSION)
-            message = json.loads(client.lpop(queue))
+            messages = {m["headers"]["task"]: m for m in map(json.loads, client.lrange(queue, 0, -1))}
         finally:
             client.delete(queue)
-        headers = message["headers"]
-        assert headers["task"] == "prefetch.prefetch_for_turn"
+        # product_discovery -> product_question (0.45) is likely enough to prepare the answer too.
+        assert set(messages) == {"prefetch.prefetch_for_turn", "prefetch.speculate"}
+        headers = messages["prefetch.prefetch_for_turn"]["headers"]
         expires_in = datetime.fromisoformat(headers["expires"]).timestamp() - sent_at
         assert 2.0 + QUEUE_WAIT_SECONDS - 1 < expires_in < 2.0 + QUEUE_WAIT_SECONDS + 1
-        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        args, kwargs, _ = json.loads(base64.b64decode(messages["prefetch.prefetch_for_turn"]["body"]))
         assert args[0] == "product_discovery" and args[1] == shown[:3] and "predicted_at" in kwargs
+        speculate = messages["prefetch.speculate"]
+        expires_in = datetime.fromisoformat(speculate["headers"]["expires"]).timestamp() - sent_at
+        assert speculation.QUEUE_WAIT_SECONDS - 1 < expires_in < speculation.QUEUE_WAIT_SECONDS + 1
+        _, kwargs, _ = json.loads(base64.b64decode(speculate["body"]))
+        assert kwargs["product_id"] == shown[0] and kwargs["from_intent"] == "product_discovery"
+        assert kwargs["predicted_at"] == json.loads(base64.b64decode(
+            messages["prefetch.prefetch_for_turn"]["body"]))[1]["predicted_at"]
 
 
 class TaskOptionsTests:
