@@ -116,12 +116,29 @@ class PmEditTests:
         row = PrefetchSettings.objects.get()
         switched_off = {"threshold": 0.25, "deadline_seconds": 2.0, "max_products_per_key": 3,  # "enabled" unticked
                         "relearn_min_samples": 30, "relearn_smoothing": 20.0, "relearn_window_days": 28,
-                        "speculative_max_output_tokens": 200, "speculative_daily_token_budget": 0}
+                        "speculation_enabled": "on", "speculation_threshold": 0.45, "pregenerate": "on",
+                        "speculative_max_output_tokens": 320, "speculative_conversation_token_budget": 6000,
+                        "speculative_daily_token_budget": 2_000_000}
         response = admin_client.post(reverse("admin:prefetch_prefetchsettings_change", args=[row.pk]), switched_off)
         assert response.status_code == 302
         result = prefetch_for_turn(intent="product_discovery", product_ids=shown[:3], session_key="",
                                    conversation_id="")
         assert not result.transitions and not result.warmed
+
+    def test_a_pm_turning_pre_generation_off_reaches_the_next_prediction(self, admin_client: Client) -> None:
+        from prefetch.selectors import prefetch_config
+
+        assert prefetch_config().speculation.pregenerate  # and the configuration is cached now
+        row = PrefetchSettings.objects.get()
+        form = {"enabled": "on", "threshold": 0.25, "deadline_seconds": 2.0, "max_products_per_key": 3,
+                "relearn_min_samples": 30, "relearn_smoothing": 20.0, "relearn_window_days": 28,
+                "speculation_enabled": "on", "speculation_threshold": 0.6, "speculative_max_output_tokens": 320,
+                "speculative_conversation_token_budget": 6000, "speculative_daily_token_budget": 2_000_000}
+        response = admin_client.post(reverse("admin:prefetch_prefetchsettings_change", args=[row.pk]), form)
+        assert response.status_code == 302
+        config = prefetch_config()
+        assert not config.speculation.pregenerate and config.speculation.threshold == 0.6
+        assert config.speculated("recommendation") is None  # 0.50 is under the new threshold
 
 
 def _select(proposals: list[TransitionProposal], **extra: str) -> dict[str, Any]:
