@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -43,6 +43,7 @@ class ScaledStack:
     env: dict[str, str]
     processes: list[subprocess.Popen]
     logs: Path
+    web_processes: dict[str, subprocess.Popen] = field(default_factory=dict)  # base URL -> its daphne
 
     def manage(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
@@ -55,22 +56,51 @@ class ScaledStack:
         self.processes.append(process)
         return process
 
-    def start_web(self, name: str) -> str:
+    def start_web(self, name: str, extra_env: dict[str, str] | None = None) -> str:
+        """A daphne web process on a free port, once /healthz answers; its base URL.
+
+        `extra_env` overrides the stack's environment for this process only (another model pace,
+        another metrics directory).
+        """
         port = free_port()
-        self.start(name, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                   "mangaassist.asgi:application")
+        process = self.start(name, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                             "mangaassist.asgi:application", extra_env=extra_env)
         base = f"http://127.0.0.1:{port}"
+        self.web_processes[base] = process
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:
                     return base
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)  # not up yet, or still warming up (503)
         raise RuntimeError(f"{name} did not start: {(self.logs / f'{name}.log').read_text()[-2000:]}")
+
+    def wait_for_log(self, name: str, text: str, timeout: float = 60) -> None:
+        """Until process `name` has logged `text` (e.g. a Celery worker's "ready.")."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not log {text!r}: {self.log(name)[-2000:]}")
+            time.sleep(0.2)
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()
+
+    def stop(self, process: subprocess.Popen) -> None:
+        """Stop one process this stack started (the others keep running)."""
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if process in self.processes:
+            self.processes.remove(process)
+        for base in [base for base, web in self.web_processes.items() if web is process]:
+            del self.web_processes[base]
 
     def stop_all(self) -> None:
         for process in self.processes:

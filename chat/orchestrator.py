@@ -100,7 +100,7 @@ class Orchestrator:
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
         context = await self.assembler.assemble(turn)
-        prepared = None if prefill else speculation_match(context)
+        prepared, verdict = speculation_match(context) if not prefill else (None, "")
         if prepared is not None:
             provisioned.cancel()
             await self._serve_prepared(turn, context, prepared, sink, received_at)
@@ -135,6 +135,8 @@ class Orchestrator:
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
         if exact_count:
             turn_metrics["exact_prompt_tokens"] = await self._exact_count_result(exact_count)
+        if verdict:
+            turn_metrics["speculation"] = verdict  # an answer was prepared, and why it was not this one
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
@@ -167,7 +169,7 @@ class Orchestrator:
         prompt = self.compress(context)  # after the text is out: the turn's metrics are recorded like any other
         presented = guardrails.products_presented(outcome.text, context.products)
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
-        turn_metrics.update(speculative=True, prompt_tokens=prepared.prompt_tokens)
+        turn_metrics.update(speculative=True, speculation="served", prompt_tokens=prepared.prompt_tokens)
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                                           presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mangaassist.settings")
 
@@ -21,6 +22,17 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _warm_up_before_the_pool_forks(**_: Any) -> None:
+    """A worker's first speculation must not pay seconds of intent-model training and index
+    building: the main process loads them before it forks, and every pool child inherits them."""
+    from .warmup import warm_up
+
+    warm_up(pool_connections=False)
+
+
 _in_process_pool: ThreadPoolExecutor | None = None
 _in_flight: set[Future] = set()
 

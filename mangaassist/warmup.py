@@ -15,8 +15,12 @@ READY = threading.Event()
 READY.set()
 
 
-def warm_up() -> None:
-    """Load everything a first answer would otherwise pay for."""
+def warm_up(*, pool_connections: bool = True) -> None:
+    """Load everything a first answer would otherwise pay for.
+
+    `pool_connections=False` in a Celery worker's main process, which forks its pool right after:
+    the children inherit the loaded index and models, never an open connection.
+    """
     from django.db import close_old_connections
 
     from catalog.retrieval import get_index
@@ -31,11 +35,16 @@ def warm_up() -> None:
         if warm is not None:
             warm()  # e.g. the boto3 client (~80 ms) or the llama.cpp model, before the first customer
         get_index()
-        _open_pool_connections()
+        if pool_connections:
+            _open_pool_connections()
     except Exception:  # noqa: BLE001 - e.g. not migrated yet: the first request builds it instead
         logger.warning("warm-up skipped", exc_info=True)
     finally:
         close_old_connections()
+        if not pool_connections:
+            from django.db import connections
+
+            connections.close_all()
         READY.set()
 
 

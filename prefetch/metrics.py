@@ -17,7 +17,7 @@ PREFETCH_SECONDS = Histogram("mangaassist_prefetch_seconds", "Time one speculati
 
 SPECULATIONS = Counter(
     "mangaassist_speculations_total",
-    "Speculative answers by outcome: when prepared (prepared, prewarmed, disabled, stale, unresolved, over_budget, "
+    "Speculative answers by outcome: when prepared (prepared, prewarmed, disabled, stale, unresolved, degraded, over_budget, "
     "truncated, failed, unsupported) and when the next turn came (served, discarded_*).",
     ["result"])
 SPECULATIVE_TOKENS = Counter("mangaassist_speculative_tokens_total",

@@ -45,6 +45,8 @@ IN_PROCESS_BACKENDS = {"local"}
 # Backends with a provider-side prefix cache a one-token call warms (when pre-generation is off).
 PREFIX_CACHE_BACKENDS = {"bedrock", "openai"}
 BUDGET_TZ = ZoneInfo("Asia/Tokyo")
+# Each context source's deadline in the worker, where nobody waits for it.
+WORKER_SOURCE_DEADLINE = 5.0
 
 
 # --- Does the next message ask what was prepared? -------------------------------------------
@@ -52,9 +54,11 @@ BUDGET_TZ = ZoneInfo("Asia/Tokyo")
 # Words of a plain "tell me more about <it>" request, in English. Anything else in the message
 # (price, stock, volumes, "is it good", "for kids") asks something the prepared answer may not say.
 _GENERIC_WORDS = frozenset("""
-    tell me more about the a an on of it this that please pls can could would you i we what whats what's is
-    was like info information details detail describe description know want to give show some little bit
-    first second third 1st 2nd 3rd one number no and so ok okay hmm oh then how us
+    tell me more about the a an on of it this that please pls can could would you your i i'd id i'm we what whats
+    what's is was like info information details detail describe description know want to give show some little
+    bit hear for first second third 1st 2nd 3rd one number no and so ok okay hmm oh then how us sounds seems
+    looks interesting listed list mentioned recommended suggested suggestion series manga title book pick story
+    plot premise
 """.split())
 # Japanese particles and phrases of the same request, longest removed first.
 _GENERIC_JA = sorted("""
@@ -75,20 +79,26 @@ def asks_only_for_details(message: str, product: ProductFacts) -> bool:
     return all(word in _GENERIC_WORDS for word in _WORD.findall(rest))
 
 
-def product_fingerprint(product: ProductFacts) -> str:
-    """What a prepared answer states about the product and must still hold when it is shown."""
-    return f"{product.sku}|{product.title}|{product.price_yen}|{int(bool(product.in_stock))}"
+def context_fingerprint(context: AssembledContext) -> str:
+    """What a prepared answer states and must still hold when it is shown: the product's title,
+    price and stock, and the promotions it mentions."""
+    product = context.focus
+    if product is None:
+        return ""
+    promotions = ",".join(sorted(p.code for p in context.promotions))
+    return f"{product.sku}|{product.title}|{product.price_yen}|{int(bool(product.in_stock))}|{promotions}"
 
 
-def speculation_match(context: AssembledContext) -> PreparedAnswer | None:
-    """The prepared answer when this turn asks exactly what it answers; counts the verdict.
+def speculation_match(context: AssembledContext) -> tuple[PreparedAnswer | None, str]:
+    """The prepared answer when this turn asks exactly what it answers, and the verdict (counted).
 
     Served only when the turn resolved to the predicted intent and product, asks for nothing
-    more specific, and the product's title, price and stock are still what the answer says.
+    more specific, and the product and its promotions are still what the answer says. The
+    verdict is "" when nothing was prepared for this turn.
     """
     prepared = context.prefetch.prepared if context.prefetch is not None else None
     if prepared is None:
-        return None
+        return None, ""
     focus = context.focus
     if context.intent != prepared.to_intent:
         verdict = "discarded_other_intent"
@@ -96,12 +106,12 @@ def speculation_match(context: AssembledContext) -> PreparedAnswer | None:
         verdict = "discarded_other_product"
     elif not asks_only_for_details(context.message, focus):
         verdict = "discarded_specific_question"
-    elif product_fingerprint(focus) != prepared.fingerprint:
+    elif context_fingerprint(context) != prepared.fingerprint:
         verdict = "discarded_product_changed"
     else:
         verdict = "served"
     metrics.SPECULATIONS.labels(verdict).inc()
-    return prepared if verdict == "served" else None
+    return (prepared if verdict == "served" else None), verdict
 
 
 # --- The token budget --------------------------------------------------------------------------
@@ -181,8 +191,9 @@ def speculation_prepare(*, conversation_id: str, session_key: str, page: dict, f
     """Prepare the follow-up the answer to a `from_intent` turn most likely gets; the outcome, as counted.
 
     Outcomes: prepared, prewarmed, disabled (no longer likely enough, or switched off), stale (the
-    conversation moved on), unresolved (the prediction does not resolve to `product_id`),
-    over_budget, truncated (longer than the speculative limit: never shown cut), failed, unsupported.
+    conversation moved on), unresolved (the prediction does not resolve to `product_id`), degraded
+    (a context source failed), over_budget, truncated (longer than the speculative limit: never
+    shown cut), failed, unsupported.
     """
     outcome = _prepare(conversation_id=conversation_id, session_key=session_key, page=page,
                        from_intent=from_intent, product_id=product_id, predicted_at=predicted_at)
@@ -192,7 +203,7 @@ def speculation_prepare(*, conversation_id: str, session_key: str, page: dict, f
 
 def _prepare(*, conversation_id: str, session_key: str, page: dict, from_intent: str, product_id: int,
              predicted_at: float) -> str:
-    from chat.assembly import TurnInput
+    from chat.assembly import ContextAssembler, TurnInput
     from chat.compression import count_tokens
     from chat.llm.base import LLMError
     from chat.orchestrator import Orchestrator
@@ -210,9 +221,14 @@ def _prepare(*, conversation_id: str, session_key: str, page: dict, from_intent:
     spec = config.speculation
     turn = TurnInput(uuid.UUID(conversation_id), f"speculation-{predicted_at}", PREDICTED_MESSAGES[rule.to_intent],
                      page or {}, session_key)
-    context = asyncio.run(orchestrator.assembler.assemble(turn))
+    # Off the customer's path: every source gets the time it needs; a context still missing one
+    # would be an answer the real turn does not write.
+    assembler = ContextAssembler(deadlines={name: WORKER_SOURCE_DEADLINE for name in orchestrator.assembler.deadlines})
+    context = asyncio.run(assembler.assemble(turn))
     if context.intent != rule.to_intent or context.focus is None or context.focus.id != product_id:
         return "unresolved"
+    if context.degraded:
+        return "degraded"
     prompt = orchestrator.compress(context)
     prewarm_only = not spec.pregenerate
     if prewarm_only and orchestrator.backend.name not in PREFIX_CACHE_BACKENDS:
@@ -243,7 +259,7 @@ def _prepare(*, conversation_id: str, session_key: str, page: dict, from_intent:
     if not _prediction_current(conversation_id, predicted_at):
         return "stale"  # the customer asked while it was being written
     prepared = PreparedAnswer(at=predicted_at, from_intent=from_intent, to_intent=rule.to_intent,
-                              product_id=product_id, fingerprint=product_fingerprint(context.focus), text=text,
+                              product_id=product_id, fingerprint=context_fingerprint(context), text=text,
                               prompt_tokens=prompt.prompt_tokens, output_tokens=output_tokens,
                               model_id=request.route.model_id, seconds=round(time.monotonic() - started, 4))
     try:

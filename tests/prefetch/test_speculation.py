@@ -51,8 +51,8 @@ def _tokens(kind: str) -> float:
     return REGISTRY.get_sample_value("mangaassist_speculative_tokens_total", {"kind": kind}) or 0.0
 
 
-PREPARE_OUTCOMES = ("prepared", "prewarmed", "disabled", "stale", "unresolved", "over_budget", "truncated", "failed",
-                    "unsupported")
+PREPARE_OUTCOMES = ("prepared", "prewarmed", "disabled", "stale", "unresolved", "degraded", "over_budget",
+                    "truncated", "failed", "unsupported")
 
 
 def _prepare_outcomes() -> float:
