@@ -70,3 +70,54 @@ class ChatPathTests:
         assert (outcome.from_intent, outcome.to_intent, outcome.predicted, outcome.hit) == (
             "product_discovery", "product_question", True, True)
         assert _lookups("hit", "product_discovery->product_question") == hits + 1
+
+
+@pytest.mark.usefixtures("transitions")
+class NeverInTheWayTests:
+    """Speculation runs after the answer, beside the customer's wait, never inside it."""
+
+    async def test_a_prefetch_and_a_speculation_still_running_do_not_hold_back_completed(
+            self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        import threading
+
+        from prefetch import services, speculation
+
+        release, started = threading.Event(), threading.Event()
+
+        def blocked(**_: Any) -> Any:
+            started.set()
+            release.wait(10)  # a worker that takes its time (or a backlog)
+            return "stale"
+
+        monkeypatch.setattr(services, "prefetch_for_turn", blocked)
+        monkeypatch.setattr(speculation, "speculation_prepare", blocked)
+        try:
+            chat = await open_chat()
+            first = await chat.ask("Recommend a shonen manga like Dragon Ball", "m1")
+            assert first[-1]["type"] == "completed"
+            assert await _until(started.is_set)  # the prefetch (or the speculation) is running now ...
+            second = await chat.ask("Tell me more about the first one", "m2")
+            await chat.ws.disconnect()
+            # ... and the next answer completed while both were still blocked.
+            assert second[-1]["type"] == "completed" and not release.is_set()
+            assert second[-1]["metrics"].get("speculative") is not True
+        finally:
+            release.set()
+
+    async def test_with_the_broker_down_the_chat_answers_and_the_tasks_are_counted_as_skipped(
+            self, demo_catalog: None, broker: Any) -> None:
+        from tests.prefetch.conftest import CLOSED_BROKER
+
+        def skipped(task: str) -> float:
+            return REGISTRY.get_sample_value("mangaassist_tasks_queued_total",
+                                             {"task": task, "result": "skipped"}) or 0.0
+
+        broker(CLOSED_BROKER)
+        before = {task: skipped(task) for task in ("prefetch.prefetch_for_turn", "prefetch.speculate")}
+        chat = await open_chat()
+        first = await chat.ask("Recommend a shonen manga like Dragon Ball", "m1")
+        second = await chat.ask("Tell me more about the first one", "m2")
+        await chat.ws.disconnect()
+        assert first[-1]["type"] == "completed" and second[-1]["type"] == "completed"
+        assert second[-1]["products"][0]["sku"] == first[-1]["products"][0]["sku"]
+        assert await _until(lambda: all(skipped(task) > before[task] for task in before))
