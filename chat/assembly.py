@@ -273,8 +273,15 @@ def _current_product_id(page: dict, index: LexicalIndex) -> int | None:
 class ContextAssembler:
     """Gathers memory, retrieval, store data and the prefetch cache for one turn."""
 
-    def __init__(self, deadlines: dict[str, float] | None = None) -> None:
+    def __init__(self, deadlines: dict[str, float] | None = None, *, naive: bool | None = None) -> None:
         self.deadlines = deadlines or settings.ASSEMBLY_DEADLINES
+        # The benchmark's naive pipeline: one source after another, the whole history, no prefetch.
+        self.naive = settings.NAIVE_PIPELINE if naive is None else naive
+
+    async def _gather(self, *sources: Awaitable[Any]) -> list[Any]:
+        if self.naive:
+            return [await source for source in sources]
+        return list(await asyncio.gather(*sources))
 
     async def assemble(self, turn: TurnInput) -> AssembledContext:
         started = time.perf_counter()
@@ -289,6 +296,9 @@ class ContextAssembler:
         if turn.continuing:  # the snapshot holds the cut answer itself: read the history without it
             memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
                                   answering=turn.client_message_id)
+        elif self.naive:  # every turn verbatim, from the database
+            memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
+                                  full_history=True)
         else:
             memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id)
         memory_task = _bounded("memory", memory_deadline, lambda: run_db(memory_call), Memory(), degraded, timings)
@@ -296,7 +306,7 @@ class ContextAssembler:
                                   lambda: run_db(_search, turn.text, filters), [], degraded, timings)
         config_task = _bounded("config", self.deadlines["store"], lambda: run_db(prompt_config), PromptConfig(),
                                degraded, timings)
-        memory, retrieved, config = await asyncio.gather(memory_task, retrieval_task, config_task)
+        memory, retrieved, config = await self._gather(memory_task, retrieval_task, config_task)
         index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
 
         current_id = _current_product_id(turn.page, index)
@@ -308,7 +318,7 @@ class ContextAssembler:
                           mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
         # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
-        lookup = await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(
+        lookup = None if self.naive else await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(
             prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
             product_ids=[seed_id] if seed_id else product_ids, session_key=turn.session_key,
             previous_intent=memory.previous_intent), None, degraded, timings)
@@ -336,7 +346,7 @@ class ContextAssembler:
         store_task = _bounded("orders" if intent.intent in ORDER_INTENTS else "store_data",
                               essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
                               lambda: run_db(store_facts, intent.intent, turn, entities, memory), {}, degraded, timings)
-        (facts, cache_hits), reviews, promotions, store = await asyncio.gather(
+        (facts, cache_hits), reviews, promotions, store = await self._gather(
             facts_task, reviews_task, promotions_task, store_task)
 
         by_id = {f.id: f for f in facts}

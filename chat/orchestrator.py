@@ -27,7 +27,7 @@ from prefetch.speculation import speculation_match
 
 from . import guardrails, metrics, selectors, services
 from .assembly import AssembledContext, ContextAssembler, TurnInput
-from .compression import CompressedPrompt, PromptCompressor
+from .compression import CompressedPrompt, PromptCompressor, uncompressed
 from .prompts import system_prompt
 from .llm import get_backend
 from .llm.base import LLMBackend, LLMError, LLMRequest, LLMStreamError, Route, TextDelta, Usage
@@ -199,6 +199,10 @@ class Orchestrator:
             return None
 
     def compress(self, context: AssembledContext) -> CompressedPrompt:
+        if self.assembler.naive:  # the benchmark's naive pipeline: everything, verbatim, no stable prefix
+            return uncompressed(system=system_prompt(context.intent, full=True), chunks=context.chunks(),
+                                history=context.memory.full_history or context.memory.recent, page=context.page,
+                                message=context.message)
         config = context.config
         compressor = PromptCompressor(config.budget)
         return compressor.compress(
@@ -321,7 +325,7 @@ class Orchestrator:
             if not turn.continuing:  # the cut answer's turn counted this lookup already
                 await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,
                              client_message_id=turn.client_message_id)
-            if status == TurnStatus.COMPLETE:
+            if status == TurnStatus.COMPLETE and not self.assembler.naive:
                 ids = {p.sku: p.id for p in context.products}
                 await run_db(prefetch_enqueue, context=context, session_key=turn.session_key,
                              presented_ids=[ids[sku] for sku in presented_skus or [] if sku in ids])

@@ -351,6 +351,14 @@ CHAT_RATE_LIMIT_PER_CONNECTION = env_int("CHAT_RATE_LIMIT_PER_CONNECTION", 20, m
 CHAT_RATE_LIMIT_PER_IP = env_int("CHAT_RATE_LIMIT_PER_IP", 60, minimum=1)
 CHAT_RATE_LIMIT_WINDOW_SECONDS = env_int("CHAT_RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 
+# --- Chat: the pipeline ----------------------------------------------------------------------
+# `naive` exists for the benchmark only (bench/): sources gathered one after another, the whole
+# prompt uncompressed (every turn verbatim, no stable prefix), no prefetch, no speculation.
+CHAT_PIPELINE = env_str("CHAT_PIPELINE", "optimized")
+if CHAT_PIPELINE not in {"optimized", "naive"}:
+    raise ImproperlyConfigured(f"CHAT_PIPELINE must be optimized or naive, not {CHAT_PIPELINE!r}")
+NAIVE_PIPELINE = CHAT_PIPELINE == "naive"
+
 # --- Chat: context assembly deadlines (seconds) ---------------------------------------------
 
 ASSEMBLY_DEADLINES = {

@@ -155,3 +155,51 @@ async def _answer_when(message_id: str, status: TurnStatus, timeout: float = 3.0
             assert turn is not None and turn.status == status
             return turn
         await asyncio.sleep(0.02)
+
+
+class NaivePipelineTests:
+    """The benchmark's baseline (CHAT_PIPELINE=naive) answers the same, with everything switched off."""
+
+    async def test_same_products_uncompressed_prompt_sources_one_by_one_and_no_prefetch(
+            self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        import asyncio
+
+        from django.core.cache import cache
+
+        from chat import assembly
+        from chat.assembly import ContextAssembler
+        from prefetch.selectors import prediction_key
+
+        optimized = await open_chat()
+        reference = [(await optimized.ask(text, f"o{n}"))[-1] for n, text in enumerate(
+            ["Recommend a shonen manga like Dragon Ball", "Tell me more about the second one"])]
+        await optimized.ws.disconnect()
+
+        running, most = 0, 0
+        bounded = assembly._bounded
+
+        async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await asyncio.sleep(0.005)  # a source that takes a moment: concurrent ones would overlap
+                return await bounded(*args, **kwargs)
+            finally:
+                running -= 1
+
+        monkeypatch.setattr(assembly, "_bounded", counted)
+        ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="instant", seed=7),
+                                                 assembler=ContextAssembler(naive=True))
+        naive = await open_chat()
+        answers = [(await naive.ask(text, f"n{n}"))[-1] for n, text in enumerate(
+            ["Recommend a shonen manga like Dragon Ball", "Tell me more about the second one"])]
+        conversation = (await _answer_when("n1", TurnStatus.COMPLETE)).conversation_id
+        await naive.ws.disconnect()
+        assert [[p["sku"] for p in a["products"]] for a in answers] == [
+            [p["sku"] for p in a["products"]] for a in reference]
+        assert most == 1  # one source at a time
+        for answer, baseline in zip(answers, reference):
+            assert answer["metrics"]["compression_ratio"] == 1.0
+            assert answer["metrics"]["prompt_tokens"] > baseline["metrics"]["prompt_tokens"]
+        assert cache.get(prediction_key(conversation)) is None  # nothing prefetched or speculated
