@@ -306,6 +306,7 @@ class Orchestrator:
             "degraded": context.degraded,
             "provider_cache_hit": usage.cache_hit,
             "retries": outcome.retries,
+            "model_first_token_ms": usage.extra.get("model_first_token_ms"),  # where the backend knows it
         }
 
     async def _finish(self, turn: TurnInput, context: AssembledContext, prompt: CompressedPrompt,

@@ -98,7 +98,8 @@ class SimulatedBackend:
             # Continuing: the responder writes the same answer for the same context; send what follows.
             text = text[len(request.prefill):] if text.startswith(request.prefill) else ""
         token_ids = encoding().encode_ordinary(text)[: request.max_tokens]
-        await asyncio.sleep(self.pace.first_token_seconds(request.prompt_tokens, self.rng))
+        model_first_token = self.pace.first_token_seconds(request.prompt_tokens, self.rng)
+        await asyncio.sleep(model_first_token)
         pending: list[int] = []
         sent = 0
         for position, token_id in enumerate(token_ids):
@@ -118,4 +119,6 @@ class SimulatedBackend:
             if position + 1 < len(token_ids):
                 await asyncio.sleep(self.pace.decode_seconds(self.rng))
         yield Usage(input_tokens=request.prompt_tokens, output_tokens=len(token_ids),
-                    extra={"simulated": True, "profile": self.profile})
+                    extra={"simulated": True, "profile": self.profile,
+                           # The model's own time to first token: the service's overhead is what the client waits beyond it.
+                           "model_first_token_ms": round(model_first_token * 1000, 2)})
