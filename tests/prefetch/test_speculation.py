@@ -280,3 +280,52 @@ class AsksOnlyForDetailsTests:
     ])
     def test_anything_more_specific(self, message: str) -> None:
         assert not asks_only_for_details(message, self.PRODUCT)
+
+
+@pytest.mark.usefixtures("transitions")
+class BedrockSpeculationTests:
+    """The worker's call to Bedrock (boto3 against the local event-stream server)."""
+
+    @pytest.fixture
+    def bedrock(self, settings, monkeypatch):  # type: ignore[no-untyped-def]
+        from tests.fakes.bedrock_runtime import FakeBedrockRuntime, Reply
+
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        with FakeBedrockRuntime() as fake:
+            settings.BEDROCK_ENDPOINT_URL = fake.url
+            settings.BEDROCK_MODEL_ID = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+            settings.LLM_BACKEND = "bedrock"
+            settings.BEDROCK_COUNT_TOKENS = False
+            fake.default_reply = Reply(chunks=["**Prepared** ", "answer."])
+            get_backend.cache_clear()
+            yield fake
+        get_backend.cache_clear()
+
+    async def test_pre_generation_sends_the_follow_ups_prompt_behind_the_same_cache_point(
+            self, demo_catalog: None, bedrock: Any) -> None:
+        chat = await open_chat()  # the web process stays on the simulated model; the worker calls Bedrock
+        await _prepared(chat, RECOMMEND, "m1")
+        await chat.ws.disconnect()
+        calls = [c for c in bedrock.calls if c.operation == "ConverseStream"]
+        assert len(calls) == 1
+        body = calls[0].body
+        assert {"cachePoint": {"type": "default"}} in body["system"]
+        assert body["messages"][-1] == {"role": "user", "content": [{"text": "Tell me more about the first one."}]}
+        assert body["inferenceConfig"]["maxTokens"] == 320
+        conversation = await sync_to_async(_conversation_of)("m1")
+        assert cache.get(speculation_key(conversation)).text == "**Prepared** answer."
+
+    async def test_without_pre_generation_a_one_token_call_only_warms_the_prefix(
+            self, demo_catalog: None, bedrock: Any, prefetch_settings_set: Any) -> None:
+        await sync_to_async(prefetch_settings_set)(pregenerate=False)
+        prewarmed = _count("prewarmed")
+        chat = await open_chat()
+        await _prepared(chat, RECOMMEND, "m1")
+        await chat.ws.disconnect()
+        calls = [c for c in bedrock.calls if c.operation == "ConverseStream"]
+        assert len(calls) == 1 and calls[0].body["inferenceConfig"]["maxTokens"] == 1
+        assert _count("prewarmed") == prewarmed + 1
+        conversation = await sync_to_async(_conversation_of)("m1")
+        assert cache.get(speculation_key(conversation)) is None  # nothing to show
