@@ -1,12 +1,18 @@
-"""Prometheus metrics of the chat path (DESIGN.md §6 names, base units)."""
+"""Prometheus metrics of the chat path (DESIGN.md §6 names, base units).
+
+With PROMETHEUS_MULTIPROC_DIR set (scaled mode), every web and worker process writes them to that
+directory and /metrics on any web process adds them all up (docs/observability.md).
+"""
 
 from prometheus_client import Counter, Histogram
 
 # Dense between 50 ms and 2 s, where the targets and alarms sit.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
                    0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0)
+# The service's own steps (assembly, overhead) and inter-token gaps: milliseconds mostly, but still
+# dense up to 2 s, past the 1 s longest source deadline (settings.ASSEMBLY_DEADLINES) and the 0.35 s alarm.
 FAST_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
-                0.2, 0.25, 0.35, 0.5, 1.0)
+                0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 TOKEN_BUCKETS = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500, 3000, 4000, 6000, 8000)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 

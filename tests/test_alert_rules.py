@@ -14,11 +14,16 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from chat import metrics
-from chat.selectors_dashboard import ALARMS
+from chat.selectors_dashboard import ALARMS, ALARMS_BY_SIGNAL
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "ops" / "prometheus"
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "ops" / "prometheus"
 RULES = RULES_DIR / "alerts.yml"
 RULE_TESTS = RULES_DIR / "alerts_test.yml"
+# The design lives in shared/, beside the repository; docs/DESIGN.md is the copy the project keeps.
+_SHARED_DESIGN = ROOT.parent / "shared" / "DESIGN.md"
+DESIGN = Path(os.environ.get("MANGAASSIST_DESIGN_MD", _SHARED_DESIGN if _SHARED_DESIGN.exists() else
+                             ROOT / "docs" / "DESIGN.md"))
 
 
 def promtool() -> str:
@@ -69,6 +74,30 @@ class AlarmTableTests:
             assert rule["annotations"]["action"] == alarm.action
             assert rule["annotations"]["summary"]
             assert rule["for"] == "5m"  # the table's "for 5 min"; the dashboard reads the same 5 minutes
+
+    def test_every_row_of_the_design_table_is_an_alarm_with_its_threshold_and_action(self) -> None:
+        """DESIGN.md §6's table itself, read row by row: a changed threshold there fails here."""
+        section = DESIGN.read_text().split("## 6.", 1)[1].split("\n## ", 1)[0]
+        rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                for line in section.splitlines() if line.startswith("|")][2:]  # past the header and its rule
+        assert {signal.replace(" ", "_") for signal, *_ in rows} == {alarm.signal for alarm in ALARMS}
+        found = rules()
+        scale = {"ms": 1.0, "s": 1000.0, "%": 0.01, "": 1.0}
+        for signal, target, alarm_text, action in rows:
+            alarm = ALARMS_BY_SIGNAL[signal.replace(" ", "_")]
+            comparison = re.search(r"([<>])\s*([\d.,]+)\s*(ms|s|%)?", alarm_text)
+            assert comparison, alarm_text
+            operator, number, unit = comparison.groups()
+            assert (operator == ">") == alarm.above, signal
+            assert float(number.replace(",", "")) * scale[unit or ""] == pytest.approx(alarm.threshold), signal
+            assert alarm.target == target, signal
+            rule = found[alarm.alert]
+            if alarm_text.startswith("p95"):
+                assert "histogram_quantile(0.95," in " ".join(rule["expr"].split()), signal
+            if "for 5 min" in alarm_text:
+                assert rule["for"] == "5m", signal
+            words = {word for word in re.findall(r"[a-z]+", action.lower()) if len(word) > 3}
+            assert words <= set(re.findall(r"[a-z]+", rule["annotations"]["action"].lower())), (signal, action)
 
     def test_rules_read_metrics_that_the_code_exports(self) -> None:
         exported = {value._name for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)}

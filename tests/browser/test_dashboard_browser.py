@@ -59,6 +59,17 @@ def dashboard_data(transactional_db: None) -> None:
     records_create(rows)
 
 
+@pytest.fixture
+def customer_session(transactional_db: None, dashboard_data: None) -> str:
+    """The session cookie of a signed-in customer (not staff), with a day of answers to keep from them."""
+    from django.test import Client
+
+    customer = User.objects.create_user("customer", password=PASSWORD)
+    client = Client()
+    client.force_login(customer)
+    return client.cookies["sessionid"].value
+
+
 class DashboardBrowserTests:
     def test_staff_sees_the_charts_drawn_with_data(self, live_server: Any, dashboard_data: None,
                                                    browser: Any) -> None:
@@ -105,3 +116,29 @@ class DashboardBrowserTests:
         ARTIFACT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACT), full_page=True)
         assert ARTIFACT.stat().st_size > 10_000
+
+    def test_non_staff_is_refused_at_the_login_form_and_when_signed_in(self, live_server: Any,
+                                                                       customer_session: str,
+                                                                       browser: Any) -> None:
+        page = browser.new_page()
+        # The admin's login form does not let a customer in, whatever the password.
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/dashboard/")
+        page.fill("#id_username", "customer")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_load_state()
+        assert "/admin/login/" in page.url
+        assert page.locator(".errornote").inner_text().startswith("Please enter the correct username and password")
+        assert page.locator("svg[data-chart]").count() == 0
+
+        # Signed in on the store (a session of their own): the dashboard sends them to the admin login.
+        context = browser.new_context()
+        context.add_cookies([{"name": "sessionid", "value": customer_session, "url": live_server.url}])
+        signed_in = context.new_page()
+        response = signed_in.goto(f"{live_server.url}/admin/dashboard/")
+        assert response is not None and response.ok
+        assert signed_in.url == f"{live_server.url}/admin/login/?next=/admin/dashboard/"
+        assert "not authorized to access this page" in signed_in.locator("#content").inner_text()
+        assert signed_in.locator("svg[data-chart]").count() == 0
+        assert "First-token latency" not in signed_in.content()
+        context.close()

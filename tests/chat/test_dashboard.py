@@ -372,6 +372,11 @@ class DashboardScaleTests:
         assert len(points) == 22  # every hour with answers has its point
 
 
+@pytest.mark.postgres
+class DashboardOnPostgresTests(DashboardScaleTests, PercentileTests):
+    """The same 100k-row query count and ranks on PostgreSQL, the database of scaled mode (bin/test-postgres)."""
+
+
 class TranscriptBreakdownTests:
     def test_conversation_admin_shows_each_answers_latency_breakdown(self, staff_client: Client,
                                                                      django_assert_max_num_queries: Any) -> None:
