@@ -48,7 +48,7 @@ run: catalog
 web: install
 	$(PY) -m daphne -b $(HOST) -p $(PORT) mangaassist.asgi:application
 worker: install
-	$(VENV)/bin/celery -A mangaassist worker -Q mangaassist --loglevel=INFO
+	$(VENV)/bin/celery -A mangaassist worker -Q mangaassist,mangaassist.speculation --loglevel=INFO
 beat: install
 	$(VENV)/bin/celery -A mangaassist beat -S django_celery_beat.schedulers:DatabaseScheduler --loglevel=INFO
 

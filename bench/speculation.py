@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
 
 from bench.common import RESULTS, percentile  # noqa: E402
+from bench.load.client import converse  # noqa: E402
 from bench.stack import POSTGRES_URL, REDIS_URL, ScaledStack, fresh_database, reachable  # noqa: E402
 
 FOLLOWUPS = ROOT / "bench" / "data" / "followups.json"
@@ -90,34 +90,23 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 async def _conversation(base: str, spec: dict[str, Any], think: float, rng: random.Random,
                         pass_name: str) -> list[TurnResult]:
     cookie = httpx.get(base + "/", timeout=10).cookies["sessionid"]
+    observed = await converse(base, spec["turns"], spec.get("page") or {}, think=think, rng=rng,
+                              message_prefix=f"{pass_name}-{spec['id']}", cookie=cookie)
     results = []
-    async with connect(base.replace("http://", "ws://") + "/ws/chat/", origin=base,
-                       additional_headers={"Cookie": f"sessionid={cookie}"}, max_size=2**22) as ws:
-        for n, turn in enumerate(spec["turns"]):
-            result = TurnResult(conversation=spec["id"], turn=n, kind=turn["kind"], text=turn["text"])
-            if n:
-                await asyncio.sleep(think * rng.uniform(0.8, 1.2))  # the customer reads, then types
-            sent = time.perf_counter()
-            await ws.send(json.dumps({"type": "message", "id": f"{pass_name}-{spec['id']}-{n}", "text": turn["text"],
-                                      "page": spec.get("page") or {}}))
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "delta" and result.first_token_ms is None:
-                    result.first_token_ms = (time.perf_counter() - sent) * 1000
-                elif frame["type"] == "completed":
-                    result.total_ms = (time.perf_counter() - sent) * 1000
-                    result.answer, metrics = frame["text"], frame["metrics"]
-                    result.intent, result.prefetch_hit = metrics.get("intent", ""), metrics.get("prefetch_hit")
-                    result.speculative = bool(metrics.get("speculative"))
-                    result.speculation = metrics.get("speculation") or ""
-                    result.products = [p["sku"] for p in frame["products"]]
-                    result.server_first_token_ms = metrics.get("first_token_ms")
-                    result.assembly_ms = metrics.get("assembly_ms")
-                    break
-                elif frame["type"] == "error":
-                    result.error = frame.get("code")
-                    break
-            results.append(result)
+    for n, (turn, seen) in enumerate(zip(spec["turns"], observed)):
+        result = TurnResult(conversation=spec["id"], turn=n, kind=turn["kind"], text=turn["text"],
+                            first_token_ms=seen.first_token_ms, error=seen.error)
+        if seen.completed is not None:
+            metrics = seen.metrics
+            result.total_ms = seen.total_ms
+            result.answer = seen.completed["text"]
+            result.intent, result.prefetch_hit = metrics.get("intent", ""), metrics.get("prefetch_hit")
+            result.speculative = bool(metrics.get("speculative"))
+            result.speculation = metrics.get("speculation") or ""
+            result.products = [p["sku"] for p in seen.completed["products"]]
+            result.server_first_token_ms = metrics.get("first_token_ms")
+            result.assembly_ms = metrics.get("assembly_ms")
+        results.append(result)
     return results
 
 
@@ -272,7 +261,7 @@ def main() -> int:
         stack.manage("load_demo_store")
         base = stack.start_web("web")
         stack.start("worker", sys.executable, "-m", "celery", "-A", "mangaassist", "worker", "--concurrency=4",
-                    "--loglevel=INFO", "-Q", "mangaassist")
+                    "--loglevel=INFO", "-Q", "mangaassist,mangaassist.speculation")
         stack.wait_for_log("worker", " ready.")
         results = {}
         for name, enabled in (("off", False), ("on", True)):

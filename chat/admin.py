@@ -41,14 +41,16 @@ class TurnInline(admin.TabularInline):
             return "–"
         degraded = ", ".join(f"{source} ({reason})" for source, reason in (record.degraded_sources or {}).items())
         rows = [
-            ("First token", _ms(record.first_token_ms)),
+            ("First token", f"{_ms(record.first_token_ms)} (browser {_ms(record.client_first_token_ms)})"),
             ("Total", _ms(record.total_ms)),
+            ("Output tokens", f"{record.output_tokens:,}"),
             ("Prompt tokens", f"{record.prompt_tokens:,} (raw {record.raw_prompt_tokens:,})"),
             ("Assembly", _ms(record.assembly_ms)),
             ("Degraded sources", degraded or "none"),
             ("Prefetch", _hit(record.prefetch_hit, none="no lookup")),
             ("Provider cache", _hit(record.provider_cache_hit, none="–")),
-            ("Route", f"{record.route or 'none'} ({record.backend or 'unknown'})"),
+            ("Route", f"{record.route or 'none'} ({record.backend or 'unknown'})"
+                      + (", a prepared answer" if record.speculative else "")),
         ]
         return format_html_join(mark_safe("<br>"), "{}: {}", rows)
 

@@ -27,7 +27,7 @@ from prefetch.selectors import PrefetchLookup, cart_summary, prefetch_lookup
 from . import selectors
 from .compression import Chunk
 from .entities import Entities, refers_to_earlier_turns, resolve
-from .intents import IntentResult, classify
+from .intents import IntentModel, IntentResult, classify
 from .prompt_config import PromptConfig, prompt_config
 from .selectors import Memory
 from .threads import run_db
@@ -314,8 +314,11 @@ class ContextAssembler:
         own_results = retrieved if "retrieval" not in degraded and not _uses_postgres() else None
         entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
                            focus_id=memory.focus_id, retrieved=own_results)
-        intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
-                          mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
+        classify_turn = partial(classify, turn.text, previous_intent=memory.previous_intent,
+                                on_product_page=current_id is not None, mentions_product=bool(entities.product_ids),
+                                refers_to_previous=bool(entities.referenced_ids))
+        # A message before the warm-up finished must not train the model on the event loop (seconds).
+        intent = classify_turn() if IntentModel.ready() else await run_db(classify_turn)
         product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
         # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
         lookup = None if self.naive else await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(

@@ -221,6 +221,10 @@ CELERY_ENABLE_UTC = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "mangaassist"
+# Pre-generation calls the model (a second or more); on its own queue it never holds up the
+# millisecond prefetches, and operators can give it workers of its own.
+SPECULATION_QUEUE = "mangaassist.speculation"
+CELERY_TASK_ROUTES = {"prefetch.speculate": {"queue": SPECULATION_QUEUE}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must fail fast when the broker is down: the chat never waits on it.

@@ -389,11 +389,13 @@ class TranscriptBreakdownTests:
                                       status=TurnStatus.COMPLETE, first_token_ms=312.4 + n, total_ms=1204.0,
                                       prompt_tokens=812, raw_prompt_tokens=2100, assembly_ms=23.0,
                                       degraded_sources={"retrieval": "timeout"}, prefetch_hit=True,
-                                      provider_cache_hit=False, route="provisioned", backend="bedrock")
+                                      provider_cache_hit=False, route="provisioned", backend="bedrock",
+                                      client_first_token_ms=340.0 + n if n else None, output_tokens=1200 + n)
         url = reverse("admin:chat_conversation_change", args=[conversation.pk])
         # 6 turns: a query per record would make it 9 or more.
         with django_assert_max_num_queries(5):
             body = staff_client.get(url).content.decode()
-        assert "First token: 312 ms<br>Total: 1,204 ms<br>Prompt tokens: 812 (raw 2,100)<br>Assembly: 23 ms" in body
+        assert ("First token: 312 ms (browser –)<br>Total: 1,204 ms<br>Output tokens: 1,200<br>"
+                "Prompt tokens: 812 (raw 2,100)<br>Assembly: 23 ms") in body
         assert "Degraded sources: retrieval (timeout)<br>Prefetch: hit<br>Provider cache: miss" in body
-        assert "First token: 314 ms" in body and "Route: provisioned (bedrock)" in body
+        assert "First token: 314 ms (browser 342 ms)" in body and "Route: provisioned (bedrock)" in body

@@ -11,6 +11,7 @@ from typing import Callable
 
 import pytest
 from celery.schedules import crontab
+from django.conf import settings
 from django.core.cache import cache
 from prometheus_client import REGISTRY
 
@@ -88,17 +89,20 @@ class PrefetchTaskTests:
         require_redis(REDIS_BROKER)
         import redis
 
-        queue = app.conf.task_default_queue
+        queues = [app.conf.task_default_queue, settings.SPECULATION_QUEUE]
         client = redis.Redis.from_url(REDIS_BROKER)
-        client.delete(queue)
+        client.delete(*queues)
         broker(REDIS_BROKER)
         try:
             sent_at = time.time()
             prefetch_enqueue(context=_context("product_discovery", uuid.uuid4()), presented_ids=shown[:3],
                              session_key=SESSION)
-            messages = {m["headers"]["task"]: m for m in map(json.loads, client.lrange(queue, 0, -1))}
+            messages = {m["headers"]["task"]: m for queue in queues
+                        for m in map(json.loads, client.lrange(queue, 0, -1))}
+            assert [json.loads(m)["headers"]["task"] for m in client.lrange(settings.SPECULATION_QUEUE, 0, -1)] == [
+                "prefetch.speculate"]  # on its own queue: never ahead of or behind the prefetches
         finally:
-            client.delete(queue)
+            client.delete(*queues)
         # product_discovery -> product_question (0.45) is likely enough to prepare the answer too.
         assert set(messages) == {"prefetch.prefetch_for_turn", "prefetch.speculate"}
         headers = messages["prefetch.prefetch_for_turn"]["headers"]

@@ -12,7 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from bench.stack import POSTGRES_URL, REDIS_URL, ScaledStack, fresh_database, reachable
+from bench.stack import (POSTGRES_URL, REDIS_URL, TEST_DATABASE, ScaledStack, drop_database, fresh_database,
+                         reachable)
 
 
 def _require(service: str, url: str, port: int) -> None:
@@ -32,12 +33,13 @@ def scaled_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledSta
 
     redis.Redis.from_url(REDIS_URL).flushdb()
     metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
+    database = f"{TEST_DATABASE}_{os.getpid()}"  # two runs at once on one server never share a database
     env = {
         **os.environ,
         # Every web and worker process writes its metrics here; /metrics on any of them adds them up.
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "REDIS_URL": REDIS_URL,
-        "DATABASE_URL": fresh_database(),
+        "DATABASE_URL": fresh_database(database),
         "LLM_BACKEND": "simulated",
         "LLM_SIMULATED_PROFILE": "instant",
         "PYTHONUNBUFFERED": "1",
@@ -49,3 +51,4 @@ def scaled_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledSta
         yield stack
     finally:
         stack.stop_all()
+        drop_database(database)
