@@ -269,6 +269,7 @@ class AsksOnlyForDetailsTests:
         "Tell me more about the first one", "What's the first one about?", "more about the 1st one please",
         "Can you tell me about Dragon Ball?", "tell me more about dragon ball", "最初のについて詳しく教えて",
         "ドラゴンボールについて教えてください", "What is the first one like?", "Tell me more about the second one",
+        "1番目のはどんな話？", "What's the story of the first one?",
     ])
     def test_a_plain_request_for_details(self, message: str) -> None:
         assert asks_only_for_details(message, self.PRODUCT)
