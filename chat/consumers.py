@@ -2,7 +2,13 @@
 
 It validates frames, hands messages to the orchestrator and turns the
 orchestrator's events into frames. One answer at a time per socket; `stop` and a
-closed socket cancel the answer (and with it the upstream model call).
+closed socket cancel the answer (and with it the upstream model call): the
+orchestrator saves what was said.
+
+Every delta also goes to the answer's stream log (chat.streamlog), which any web
+process can read. `resume {id, after}` replays the logged deltas after `after` and,
+if the answer did not end, continues it live: the model writes on from the logged
+text (an assistant prefill), deltas numbered on from the logged ones.
 """
 
 from __future__ import annotations
@@ -11,41 +17,65 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any, Coroutine
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import metrics, protocol, services
+from . import metrics, protocol, selectors, services, streamlog
 from .assembly import TurnInput
+from .models import TurnStatus
 from .orchestrator import Orchestrator
 from .protocol import ClientMessage, ProtocolError
 from .ratelimit import ConnectionLimiter, ip_check
+from .streamlog import StreamLogWriter
 from .threads import run_db
 
 logger = logging.getLogger(__name__)
 
+LOG_APPEAR_SECONDS = 1.0  # a question saved but no log yet: how long its producer gets to start the log
+FOLLOW_POLL_SECONDS = 0.05  # following an answer produced on another socket: how often the log is read
+INTERNAL_MESSAGE = "Something went wrong on our side. Please try again."
+
 
 class FrameSink:
-    """Turns orchestrator events into frames on this socket."""
+    """Turns orchestrator events into frames on this socket, and logs them in the answer's stream log.
 
-    def __init__(self, consumer: "ChatConsumer", message_id: str) -> None:
+    Each delta is queued to the log before it is sent, so the log holds every delta the
+    browser may have seen. Deltas up to `sent_through` are logged but not sent: a
+    resumed browser has them already.
+    """
+
+    def __init__(self, consumer: "ChatConsumer", message_id: str, log: StreamLogWriter, progress: asyncio.Event,
+                 *, sent_through: int = -1) -> None:
         self.consumer = consumer
         self.message_id = message_id
-        self.first_delta = asyncio.Event()
+        self.log = log
+        self.progress = progress
+        self.sent_through = sent_through
 
     async def delta(self, index: int, text: str) -> None:
-        self.first_delta.set()
-        await self.consumer.send(protocol.frame("delta", id=self.message_id, index=index, text=text))
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled (stop, closed socket) while the model's next delta arrived: Python 3.11's
+            # asyncio.wait_for then returns the delta and drops the cancellation. Honour it here.
+            raise asyncio.CancelledError
+        self.progress.set()
+        self.log.append(index, text)
+        if index > self.sent_through:
+            await self.consumer.send(protocol.frame("delta", id=self.message_id, index=index, text=text))
 
     async def completed(self, text: str, products: list[dict], metrics: dict) -> None:
-        self.first_delta.set()
+        self.progress.set()
         self.consumer.answering = False  # the customer may send the next message now
-        await self.consumer.send(protocol.frame("completed", id=self.message_id, text=text, products=products,
-                                                metrics=metrics))
+        frame = protocol.frame("completed", id=self.message_id, text=text, products=products, metrics=metrics)
+        self.log.finish(streamlog.COMPLETED, frame)
+        await self.consumer.send(frame)
 
     async def failed(self, code: str, message: str, retry_after: float | None = None) -> None:
-        self.first_delta.set()
+        self.progress.set()
         self.consumer.answering = False
+        self.log.finish(streamlog.FAILED, protocol.error_frame(code, message, self.message_id, retry_after))
         await self.consumer.send_error(code, message, self.message_id, retry_after)
 
 
@@ -57,7 +87,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.session_key = await self._session_key()
         self.answer_task: asyncio.Task | None = None
         self.answer_id: str | None = None
-        self.answering = False  # from the message until its completed/error/stopped frame
+        self.answering = False  # from the message (or resume) until its completed/error/stopped frame
+        self.stopping = False  # the answer in progress is being stopped (not cut by a closed socket)
         self.answered_ids: set[str] = set()
         self.limiter = ConnectionLimiter(settings.CHAT_RATE_LIMIT_PER_CONNECTION, settings.CHAT_RATE_LIMIT_WINDOW_SECONDS)
         self.client_ip = (self.scope.get("client") or ("unknown", 0))[0]
@@ -74,7 +105,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.answer_task and not self.answer_task.done():
-            self.answer_task.cancel()
+            self.answer_task.cancel()  # the answer stays in its log: a resume continues it
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         received_at = time.perf_counter()
@@ -108,14 +139,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if wait:
             await self.send_error("rate_limited", "Too many messages; please wait a moment.", message.id, wait)
             return
-        self.answer_id = message.id
-        previous = self.answer_task
+        self._begin(message.id, self._answer(message, received_at, self.answer_task))
+
+    async def _on_resume(self, message_id: str, after: int) -> None:
+        if self.answering:
+            raise ProtocolError("busy", "This connection is already streaming an answer.", message_id)
+        if self.conversation_id is None:
+            raise ProtocolError("unknown_message", "There is no conversation to resume: reconnect with "
+                                "?conversation=<uuid> of this browser's conversation.", message_id)
+        self._begin(message_id, self._resume(message_id, after, self.answer_task))
+
+    def _begin(self, message_id: str, work: Coroutine[Any, Any, None]) -> None:
+        self.answer_id = message_id
         self.answering = True
-        self.answer_task = asyncio.create_task(self._answer(message, received_at, previous))
+        self.stopping = False
+        self.answer_task = asyncio.create_task(work)
 
     async def _answer(self, message: ClientMessage, received_at: float, previous: asyncio.Task | None) -> None:
-        sink = FrameSink(self, message.id)
-        keepalive = asyncio.create_task(self._keepalive(sink))
+        progress = asyncio.Event()
+        keepalive = asyncio.create_task(self._keepalive(progress))
+        log: StreamLogWriter | None = None
         try:
             if previous is not None and not previous.done():
                 # The last answer is out but still being saved: its turn must be in the memory of this one.
@@ -128,50 +171,218 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(protocol.frame("ack", id=message.id, conversation=str(self.conversation_id)))
             self.answered_ids.add(message.id)
             if not recorded.created:
-                await self._replay_saved_answer(message.id, recorded.answer)
+                # A message id seen before (re-sent after a reconnect) is answered once.
+                if recorded.answer is not None and recorded.answer.status == TurnStatus.COMPLETE:
+                    await self._send_saved_answer(message.id, recorded.answer.text, list(recorded.answer.product_skus),
+                                                  recorded.answer.metrics)
+                else:
+                    await self._catch_up(message.id, -1, progress)
                 return
+            key = streamlog.message_key(self.conversation_id, message.id)
+            log = StreamLogWriter.start(key, text=message.text, page=message.page,
+                                        on_stop=lambda: self._stop_from_elsewhere(message.id))
             turn = TurnInput(self.conversation_id, message.id, message.text, message.page, self.session_key)
-            await self._orchestrator().answer(turn, sink, received_at=received_at)
+            await self._orchestrator().answer(turn, FrameSink(self, message.id, log, progress), received_at=received_at)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - one broken answer must not close the socket
             logger.exception("answer %s failed", message.id)
-            await self.send_error("internal", "Something went wrong on our side. Please try again.", message.id)
+            if log is not None:
+                log.finish(streamlog.FAILED, protocol.error_frame("internal", INTERNAL_MESSAGE, message.id))
+            await self.send_error("internal", INTERNAL_MESSAGE, message.id)
         finally:
-            self.answering = False
-            keepalive.cancel()
+            self._end(log, message.id, keepalive)
 
-    async def _replay_saved_answer(self, message_id: str, answer) -> None:  # type: ignore[no-untyped-def]
-        """A message id seen before (a resend after a reconnect) is answered once, from the saved turn."""
-        if answer is None:
-            await self.send_error("busy", "This message is already being answered.", message_id)
+    async def _resume(self, message_id: str, after: int, previous: asyncio.Task | None) -> None:
+        progress = asyncio.Event()
+        keepalive = asyncio.create_task(self._keepalive(progress))
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await self._catch_up(message_id, after, progress)
+        except asyncio.CancelledError:
+            raise
+        except streamlog.StreamLogUnavailable:
+            logger.warning("resume of %s failed: the stream log is unavailable", message_id, exc_info=True)
+            await self.send_error("internal", "The answer could not be resumed. Please ask again.", message_id)
+        except Exception:  # noqa: BLE001
+            logger.exception("resume of %s failed", message_id)
+            await self.send_error("internal", INTERNAL_MESSAGE, message_id)
+        finally:
+            self._end(None, message_id, keepalive)
+
+    def _end(self, log: StreamLogWriter | None, message_id: str, keepalive: asyncio.Task) -> None:
+        """After an answer's task: a stopped answer's log says so; any log is written out and let go."""
+        keepalive.cancel()
+        # An answer that already sent `completed` ends (its turn saved) while the next one streams:
+        # only the socket's current answer may mark it idle, or be marked stopped.
+        current = self.answer_task is asyncio.current_task()
+        if current:
+            self.answering = False
+        if log is not None:
+            if current and self.stopping:
+                log.finish(streamlog.STOPPED, protocol.frame("stopped", id=message_id))
+            log.end()  # still open (the socket closed): the next resume takes it over
+
+    async def _catch_up(self, message_id: str, after: int, progress: asyncio.Event) -> None:
+        """Send what the browser misses of answer `message_id` after delta `after`, then the rest as it comes.
+
+        Following the log while another socket produces the answer; taking the answer over
+        (continuing it with the model) once nobody does.
+        """
+        assert self.conversation_id is not None
+        key = streamlog.message_key(self.conversation_id, message_id)
+        loop = asyncio.get_running_loop()
+        started = last_progress = loop.time()
+        question: selectors.HistoryTurn | None = None
+        checked_saved = False
+        log: StreamLogWriter | None = None
+        try:
+            while True:
+                read = await streamlog.read_after(key, after)
+                if read.deltas:
+                    after = await self._replay(message_id, read.deltas, after, progress)
+                    last_progress = loop.time()
+                if read.final_frame is not None:
+                    progress.set()
+                    await self.send(read.final_frame)
+                    return
+                if not read.known:
+                    if not checked_saved:
+                        checked_saved = True
+                        question, answer = await self._saved_turns(message_id)
+                        if question is None:
+                            await self.send_error("unknown_message", "There is no answer with that id in this "
+                                                  "conversation to resume; send the message again.", message_id)
+                            return
+                        if answer is not None:  # the log is gone (expired), the answer is saved
+                            await self._send_saved_turn(message_id, answer)
+                            return
+                    if loop.time() - started < LOG_APPEAR_SECONDS:
+                        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                        continue
+                taken = await StreamLogWriter.take_over(key, on_stop=lambda: self._stop_from_elsewhere(message_id))
+                if taken is None:  # produced on another socket: follow it
+                    if loop.time() - last_progress > settings.LLM_FIRST_TOKEN_DEADLINE_SECONDS + settings.LLM_STALL_SECONDS:
+                        await self.send_error("interrupted", "The answer stopped coming. Please ask again.", message_id)
+                        return
+                    await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                    continue
+                log, read = taken
+                after = await self._replay(message_id, [(i, t) for i, t in read.deltas if i > after], after, progress)
+                await self._produce(message_id, log, read, question, after, progress)
+                return
+        except asyncio.CancelledError:
+            if self.stopping and log is None:
+                await streamlog.request_stop(key)  # the answer is produced elsewhere: its producer stops it
+            raise
+        except Exception:
+            if log is not None:
+                log.finish(streamlog.FAILED, protocol.error_frame("internal", INTERNAL_MESSAGE, message_id))
+            raise
+        finally:
+            if log is not None:
+                if self.stopping and self.answer_task is asyncio.current_task():
+                    log.finish(streamlog.STOPPED, protocol.frame("stopped", id=message_id))
+                log.end()
+
+    async def _produce(self, message_id: str, log: StreamLogWriter, read: streamlog.LogRead,
+                       question: selectors.HistoryTurn | None, sent_through: int, progress: asyncio.Event) -> None:
+        """This socket now produces the answer: end it as logged, or continue it from the logged text."""
+        assert self.conversation_id is not None
+        if read.final_frame is not None:  # it ended while the lock changed hands
+            progress.set()
+            await self.send(read.final_frame)
             return
+        if log.stop_requested:  # stopped on a following socket while its producer was gone
+            log.finish(streamlog.STOPPED, protocol.frame("stopped", id=message_id))
+            if log.text and (await self._saved_turns(message_id))[1] is None:
+                await run_db(services.assistant_turn_record, conversation_id=self.conversation_id,
+                             client_message_id=message_id, text=log.text, status=TurnStatus.PARTIAL,
+                             failure_reason="stopped")
+            progress.set()
+            await self.send(protocol.frame("stopped", id=message_id))
+            return
+        asked = read.question
+        if asked is None:  # the log never started (its producer died first): the question from the database
+            if question is None:
+                question = (await self._saved_turns(message_id))[0]
+            if question is None:
+                await self.send_error("unknown_message", "There is no answer with that id in this conversation.",
+                                      message_id)
+                return
+            asked = {"text": question.text, "page": {}}
+            log.set_question(question.text, {})
+        turn = TurnInput(self.conversation_id, message_id, asked["text"], asked.get("page") or {}, self.session_key,
+                         continuing=True)
+        sink = FrameSink(self, message_id, log, progress, sent_through=sent_through)
+        # Timed from here, not from the resume frame: waiting for the lock is not the model's first token.
+        await self._orchestrator().answer(turn, sink, received_at=time.perf_counter(), prefill=log.text,
+                                          first_index=log.count)
+
+    async def _replay(self, message_id: str, deltas: list[tuple[int, str]], after: int, progress: asyncio.Event) -> int:
+        """Logged deltas the browser does not have; the index of the last one sent."""
+        for index, text in deltas:
+            if index > after:
+                progress.set()
+                await self.send(protocol.frame("delta", id=message_id, index=index, text=text))
+                after = index
+        return after
+
+    async def _saved_turns(self, message_id: str) -> tuple[selectors.HistoryTurn | None, selectors.HistoryTurn | None]:
+        """The saved question and answer of `message_id` in this conversation (None where not saved)."""
+        turns = await run_db(selectors.conversation_history, conversation_id=self.conversation_id,
+                             session_key=self.session_key) or []
+        mine = {turn.role: turn for turn in turns if turn.id == message_id}
+        return mine.get("user"), mine.get("assistant")
+
+    async def _send_saved_turn(self, message_id: str, answer: selectors.HistoryTurn) -> None:
+        """An answer whose log is gone, from the database."""
+        if answer.status == TurnStatus.COMPLETE:
+            await self._send_saved_answer(message_id, answer.text, answer.products, {})
+        else:
+            await self.send_error("interrupted", "This answer was interrupted and can no longer be continued; "
+                                  "what was said is saved. Please ask again.", message_id)
+
+    async def _send_saved_answer(self, message_id: str, text: str, skus: list[str], answer_metrics: dict) -> None:
         from catalog.selectors import product_facts_by_sku
 
-        products = await run_db(product_facts_by_sku, list(answer.product_skus))
-        await self.send(protocol.frame("completed", id=message_id, text=answer.text,
-                                       products=[p.card() for p in products], metrics=answer.metrics))
+        products = await run_db(product_facts_by_sku, skus)
+        await self.send(protocol.frame("completed", id=message_id, text=text, products=[p.card() for p in products],
+                                       metrics=answer_metrics))
 
-    async def _keepalive(self, sink: FrameSink) -> None:
+    async def _keepalive(self, progress: asyncio.Event) -> None:
         """Keep proxies from cutting the socket while the first token is slow to come."""
-        while not sink.first_delta.is_set():
+        while not progress.is_set():
             try:
-                await asyncio.wait_for(sink.first_delta.wait(), timeout=settings.CHAT_KEEPALIVE_SECONDS)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(settings.CHAT_KEEPALIVE_SECONDS):  # not wait_for: it can drop a cancel
+                    await progress.wait()
+            except TimeoutError:
                 await self.send(protocol.frame("keepalive"))
 
     async def _on_stop(self, message_id: str) -> None:
-        if self.answer_id != message_id or not self.answer_task or self.answer_task.done():
+        # Not answering: its final frame (completed, error) is out, though its turn may still be being saved.
+        if self.answer_id != message_id or not self.answering or not self.answer_task or self.answer_task.done():
             raise ProtocolError("invalid_message", "There is no answer in progress with that id.", message_id)
-        self.answer_task.cancel()
+        await self._stop(message_id)
+
+    async def _stop(self, message_id: str) -> None:
+        task = self.answer_task
+        if task is None or task.done():
+            return
+        self.stopping = True
+        task.cancel()
         try:
-            await self.answer_task
+            await task
         except asyncio.CancelledError:
             pass
         await self.send(protocol.frame("stopped", id=message_id))
 
-    async def _on_resume(self, message_id: str, after: int) -> None:
-        raise ProtocolError("invalid_message", "There is no interrupted answer with that id to resume.", message_id)
+    def _stop_from_elsewhere(self, message_id: str) -> None:
+        """A `stop` for this socket's answer arrived on a socket that follows it."""
+        if self.answer_id == message_id and self.answering and self.answer_task is not None \
+                and not self.answer_task.done():
+            asyncio.get_running_loop().create_task(self._stop(message_id))
 
     async def _on_client_metrics(self, reported: protocol.ClientMetrics) -> None:
         if reported.id not in self.answered_ids or self.conversation_id is None:

@@ -178,3 +178,34 @@ class ConversationTests:
         assert again[-1]["text"] == first["text"]
         count = await sync_to_async(Turn.objects.filter(client_message_id="d1").count)()
         assert count == 2  # one user turn, one answer
+
+
+class FrameSinkTests:
+    async def test_a_delta_that_arrives_as_the_answer_is_cancelled_is_neither_sent_nor_logged(self) -> None:
+        """Python 3.11's asyncio.wait_for can return the model's next delta and drop a cancellation
+        (stop, closed socket) that came at the same moment; the sink honours it instead."""
+        import asyncio
+
+        from chat import streamlog
+        from chat.consumers import FrameSink
+
+        sent: list[str] = []
+
+        class Socket:
+            async def send(self, frame: str) -> None:
+                sent.append(frame)
+
+        log = streamlog.StreamLogWriter.start(streamlog.message_key("c", "m1"), text="q", page={})
+        sink = FrameSink(Socket(), "m1", log, asyncio.Event())  # type: ignore[arg-type]
+
+        async def answer() -> None:
+            await sink.delta(0, "One")
+            asyncio.current_task().cancel()  # what wait_for leaves behind: cancelling, yet a delta in hand
+            await sink.delta(1, " two")
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(answer())
+        assert len(sent) == 1 and log.texts == ["One"]
+        log.end()
+        await log.ended()
+
