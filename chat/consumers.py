@@ -34,6 +34,7 @@ from .threads import run_db
 logger = logging.getLogger(__name__)
 
 LOG_APPEAR_SECONDS = 1.0  # a question saved but no log yet: how long its producer gets to start the log
+CLIENT_TIMING_WAIT_SECONDS = 10.0  # a browser report waits at most this long for its answer to be saved
 FOLLOW_POLL_SECONDS = 0.05  # following an answer produced on another socket: how often the log is read
 INTERNAL_MESSAGE = "Something went wrong on our side. Please try again."
 
@@ -89,7 +90,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.answer_id: str | None = None
         self.answering = False  # from the message (or resume) until its completed/error/stopped frame
         self.stopping = False  # the answer in progress is being stopped (not cut by a closed socket)
-        self.answered_ids: set[str] = set()
+        # The socket's own answers, by message id, until the browser reports its timing for them.
+        self.answered: dict[str, asyncio.Task | None] = {}
+        self.background: set[asyncio.Task] = set()
         self.limiter = ConnectionLimiter(settings.CHAT_RATE_LIMIT_PER_CONNECTION, settings.CHAT_RATE_LIMIT_WINDOW_SECONDS)
         self.client_ip = (self.scope.get("client") or ("unknown", 0))[0]
         await self.accept()
@@ -169,7 +172,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             recorded = await run_db(services.user_turn_record, conversation_id=self.conversation_id,
                                     client_message_id=message.id, text=message.text, page=message.page)
             await self.send(protocol.frame("ack", id=message.id, conversation=str(self.conversation_id)))
-            self.answered_ids.add(message.id)
+            self.answered[message.id] = self.answer_task
             if not recorded.created:
                 # A message id seen before (re-sent after a reconnect) is answered once.
                 if recorded.answer is not None and recorded.answer.status == TurnStatus.COMPLETE:
@@ -385,14 +388,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             asyncio.get_running_loop().create_task(self._stop(message_id))
 
     async def _on_client_metrics(self, reported: protocol.ClientMetrics) -> None:
-        if reported.id not in self.answered_ids or self.conversation_id is None:
+        if reported.id not in self.answered or self.conversation_id is None:
             return  # only the socket's own answers count, once each
-        self.answered_ids.discard(reported.id)
+        answer = self.answered.pop(reported.id)
         if reported.first_token_ms is not None:
             metrics.CLIENT_FIRST_TOKEN.observe(reported.first_token_ms / 1000)
         if reported.total_ms is not None:
             metrics.CLIENT_TOTAL.observe(reported.total_ms / 1000)
-        await run_db(services.turn_record_client_timing, conversation_id=self.conversation_id,
+        # The report comes right after `completed`, while the answer's record may still be being saved.
+        task = asyncio.create_task(self._client_timing_record(answer, reported, self.conversation_id))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    @staticmethod
+    async def _client_timing_record(answer: asyncio.Task | None, reported: protocol.ClientMetrics,
+                                    conversation_id: uuid.UUID) -> None:
+        if answer is not None and not answer.done():
+            await asyncio.wait([answer], timeout=CLIENT_TIMING_WAIT_SECONDS)
+        await run_db(services.turn_record_client_timing, conversation_id=conversation_id,
                      client_message_id=reported.id, first_token_ms=reported.first_token_ms,
                      total_ms=reported.total_ms)
 

@@ -251,10 +251,13 @@ class Orchestrator:
                 else:
                     timeout = settings.LLM_STALL_SECONDS
                 try:
-                    event = await asyncio.wait_for(stream.__anext__(), timeout=timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can return a delta and drop a
+                    # cancellation (`stop`, a closed socket) that arrives in the same moment.
+                    async with asyncio.timeout(timeout):
+                        event = await stream.__anext__()
                 except StopAsyncIteration:
                     return
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     what = "no first token before the deadline" if outcome.deltas == 0 else "the stream stalled"
                     raise LLMStreamError(what) if outcome.deltas else LLMError(what) from exc
                 if isinstance(event, TextDelta):

@@ -69,7 +69,11 @@ def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text
 def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, status: TurnStatus,
                           failure_reason: str = "", intent: str = "", product_skus: list[str] | None = None,
                           question_skus: list[str] | None = None, metrics: dict | None = None) -> Turn:
-    """Save the answer as it ended: complete, partial (with why) or failed. Idempotent per message id."""
+    """Save the answer as it ended: complete, partial (with why) or failed. Idempotent per message id.
+
+    A partial answer continued after `resume` is saved again, whole: its history tokens grow by
+    the continuation and its TurnRecord describes how it ended.
+    """
     from .selectors import memory_key
 
     try:
@@ -77,14 +81,21 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
     except Exception:  # noqa: BLE001
         pass
     with transaction.atomic():
+        before = (Turn.objects.select_for_update()
+                  .filter(conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT)
+                  .values_list("text", "status").first())
         turn, created = Turn.objects.update_or_create(
             conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT,
             defaults={"text": text, "status": status, "failure_reason": failure_reason[:200], "intent": intent,
                       "product_skus": product_skus or [], "metrics": metrics or {}},
         )
-        if created and text:
-            Conversation.objects.filter(id=conversation_id).update(
-                raw_history_tokens=F("raw_history_tokens") + count_tokens(text) + 4)
+        old_text = before[0] if before else ""
+        added = (count_tokens(text) + 4 if created else count_tokens(text) - count_tokens(old_text)) if text else 0
+        if added and text != old_text:
+            Conversation.objects.filter(id=conversation_id).update(raw_history_tokens=F("raw_history_tokens") + added)
+        if before is not None and (before[0], before[1]) != (text, status):
+            TurnRecord.objects.filter(turn=turn).delete()
+            turn_record_create(turn=turn, metrics=metrics or {})
         if intent or question_skus:
             # The question keeps its intent (the next turn's "previous intent") and the series it named.
             Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,

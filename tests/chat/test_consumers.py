@@ -209,3 +209,38 @@ class FrameSinkTests:
         log.end()
         await log.ended()
 
+
+
+class ClientTimingTests:
+    async def test_a_report_sent_the_moment_completed_arrives_reaches_the_answers_record(
+            self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        import asyncio
+        import time
+
+        from chat import services
+        from chat.models import TurnRecord
+
+        save = services.assistant_turn_record
+
+        def slow_save(**kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)  # a busy database: the record lands well after `completed`
+            return save(**kwargs)
+
+        monkeypatch.setattr(services, "assistant_turn_record", slow_save)
+
+        chat = await open_chat()
+        for n in range(3):
+            done = (await chat.ask("Recommend a seinen manga", f"t{n}"))[-1]
+            assert done["type"] == "completed"
+            # At once, as the widget does: the record may not be saved yet.
+            await chat.send({"type": "client_metrics", "id": f"t{n}", "first_token_ms": 210.0 + n, "total_ms": 900.0})
+        await chat.send({"type": "ping"})
+        assert (await chat.receive())["type"] == "pong"
+        for _ in range(300):
+            values = await sync_to_async(lambda: sorted(TurnRecord.objects.exclude(client_first_token_ms=None)
+                                                        .values_list("client_first_token_ms", flat=True)))()
+            if len(values) == 3:
+                break
+            await asyncio.sleep(0.02)
+        await chat.ws.disconnect()
+        assert values == [210.0, 211.0, 212.0]

@@ -141,6 +141,11 @@ class ContinuationTests:
         assert partial.text + "".join(text for _, text in sink.deltas) == whole
         saved = await _answer_when("cut", TurnStatus.COMPLETE)
         assert saved.text == whole
+        from chat.models import TurnRecord
+
+        records = await sync_to_async(lambda: list(TurnRecord.objects.filter(client_message_id="cut")
+                                                   .values_list("status", flat=True)))()
+        assert records == [TurnStatus.COMPLETE]  # the record says how the answer ended, once
         assert [p["sku"] for p in sink.done["products"]] == [p["sku"] for p in reference_done["products"]]
 
 
