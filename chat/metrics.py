@@ -46,5 +46,7 @@ TURNS = Counter("mangaassist_turns_total", "Answers by how they ended.", ["statu
 LLM_RETRIES = Counter("mangaassist_llm_retries_total", "Model calls retried before the first token.", ["backend", "reason"])
 LLM_FALLBACKS = Counter("mangaassist_llm_fallbacks_total", "Answers moved to the fallback route.", ["from_route", "to_route"])
 PROVIDER_CACHE = Counter("mangaassist_provider_cache_total", "Provider prompt-cache reads per call.", ["backend", "result"])
+GUARDRAIL_FLAGS = Counter("mangaassist_guardrail_flags_total",
+                          "Answers the guardrails changed before `completed`, by what they found.", ["code"])
 TASKS_QUEUED = Counter("mangaassist_tasks_queued_total", "Background tasks queued from the web process.", ["task", "result"])
 SOCKET_ERRORS = Counter("mangaassist_socket_errors_total", "Error frames sent to clients.", ["code"])

@@ -21,6 +21,8 @@ from typing import AsyncIterator, Protocol
 
 from django.conf import settings
 
+from catalog.retrieval import get_index
+from catalog.selectors import ProductFacts
 from prefetch.selectors import PreparedAnswer
 from prefetch.services import prefetch_enqueue, prefetch_outcome_record
 from prefetch.speculation import speculation_match
@@ -60,6 +62,7 @@ class StreamOutcome:
     error: LLMError | None = None
     gaps: list[float] = field(default_factory=list)
     first_index: int = 0  # continuing an answer: the client has deltas 0 .. first_index - 1
+    guardrail_flags: list[str] = field(default_factory=list)  # what the guardrails changed in the answer
 
 
 class Orchestrator:
@@ -131,7 +134,7 @@ class Orchestrator:
             await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, status,
                                               str(outcome.error)))
             return
-        presented = guardrails.products_presented(outcome.text, context.products)
+        presented = await self._guard(turn, context, outcome)
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
         if exact_count:
             turn_metrics["exact_prompt_tokens"] = await self._exact_count_result(exact_count)
@@ -167,12 +170,27 @@ class Orchestrator:
                                               TurnStatus.PARTIAL, "stopped"))
             raise
         prompt = self.compress(context)  # after the text is out: the turn's metrics are recorded like any other
-        presented = guardrails.products_presented(outcome.text, context.products)
+        presented = await self._guard(turn, context, outcome)
         turn_metrics = self._turn_metrics(context, prompt, outcome, received_at, overhead)
         turn_metrics.update(speculative=True, speculation="served", prompt_tokens=prepared.prompt_tokens)
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                                           presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
+
+    async def _guard(self, turn: TurnInput, context: AssembledContext, outcome: StreamOutcome) -> list[ProductFacts]:
+        """The guardrails on the whole answer: `outcome.text` becomes what `completed` shows and what is saved.
+
+        The deltas are out already; the widget replaces them with the `completed` text. Returns the
+        products the answer presents.
+        """
+        guarded = guardrails.guard_answer(outcome.text, context, catalog=await run_db(get_index))
+        if guarded.flags:
+            logger.warning("guardrails changed answer %s: %s", turn.client_message_id, ", ".join(guarded.flags))
+            for code in sorted(guarded.codes):
+                metrics.GUARDRAIL_FLAGS.labels(code).inc()
+            outcome.guardrail_flags = sorted(guarded.codes)
+        outcome.text = guarded.text
+        return guarded.products
 
     async def _provisioned_route(self) -> Route | None:
         if self.backend.name != "bedrock" or not settings.PROVISIONED_THROUGHPUT_ENABLED:
@@ -310,6 +328,7 @@ class Orchestrator:
             "provider_cache_hit": usage.cache_hit,
             "retries": outcome.retries,
             "model_first_token_ms": usage.extra.get("model_first_token_ms"),  # where the backend knows it
+            "guardrail_flags": outcome.guardrail_flags,
         }
 
     async def _finish(self, turn: TurnInput, context: AssembledContext, prompt: CompressedPrompt,

@@ -18,7 +18,8 @@ PAGE_FIELDS = {"current_asin": str, "store_section": str, "browsing_history": li
 MAX_ID_LENGTH = 64
 MAX_PAGE_LIST = 20
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and lone surrogates (a "\\ud800" JSON escape), which no database can store.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class ProtocolError(Exception):

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .compression import count_tokens
 from .models import Conversation, Role, Turn, TurnRecord, TurnStatus
+from .pii import mask_pii
 
 
 class ConversationNotFound(Exception):
@@ -50,8 +51,10 @@ class UserTurnResult:
 def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, page: dict) -> UserTurnResult:
     """Commit the customer's message before anything else happens (no turn is ever lost).
 
-    A message id seen before in this conversation is not stored twice.
+    A message id seen before in this conversation is not stored twice. E-mail addresses, phone
+    and card numbers are masked in what is stored (the model still sees this turn's message).
     """
+    text = mask_pii(text)
     try:
         with transaction.atomic():
             turn = Turn.objects.create(conversation_id=conversation_id, role=Role.USER,
@@ -76,6 +79,7 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
     """
     from .selectors import memory_key
 
+    text = mask_pii(text)  # never an e-mail, phone or card number in a stored transcript
     try:
         cache.delete(memory_key(conversation_id))  # history changes: the snapshot is stale
     except Exception:  # noqa: BLE001

@@ -273,7 +273,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # At DEBUG these log signed requests (AWS session tokens) and API keys: never below INFO.
+        **{name: {"level": "INFO"} for name in ("botocore", "boto3", "urllib3", "httpx", "httpcore")},
+    },
 }
 
 # --- Chat: the model ---------------------------------------------------------------------
