@@ -23,6 +23,11 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
+# The latency benchmark's extras (psutil, matplotlib); its smoke test runs in `make test`.
+$(VENV)/.installed-bench: requirements.txt requirements-bench.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
 # The `local` backend: llama-cpp-python compiles once (about 11 minutes), then pip's wheel cache serves it.
 $(VENV)/.installed-local: requirements-local.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements-local.txt
@@ -52,9 +57,13 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A mangaassist beat -S django_celery_beat.schedulers:DatabaseScheduler --loglevel=INFO
 
-test: install-dev install-local
+test: install-dev install-local $(VENV)/.installed-bench
 	$(PY) -m pytest
 	$(PY) bin/test-postgres
+
+# One command for the latency benchmark (docs/benchmark.md); BENCH_ARGS=--quick for a short run.
+bench: $(VENV)/.installed-bench $(VENV)/.installed-local
+	$(PY) -m bench.load $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles artifacts .pytest_cache

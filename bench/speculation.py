@@ -57,6 +57,7 @@ class TurnResult:
     products: list[str] = field(default_factory=list)
     server_first_token_ms: float | None = None
     assembly_ms: float | None = None
+    degraded: dict[str, str] = field(default_factory=dict)  # context sources that missed their deadline
     prefetch_hit: bool | None = None
     error: str | None = None
 
@@ -106,6 +107,7 @@ async def _conversation(base: str, spec: dict[str, Any], think: float, rng: rand
             result.products = [p["sku"] for p in seen.completed["products"]]
             result.server_first_token_ms = metrics.get("first_token_ms")
             result.assembly_ms = metrics.get("assembly_ms")
+            result.degraded = metrics.get("degraded") or {}
         results.append(result)
     return results
 
@@ -166,10 +168,13 @@ def _hit_rate(turns: list[TurnResult]) -> tuple[int, int]:
 
 
 def _same_context(on: TurnResult, off: TurnResult, previous: dict[tuple[str, int], tuple[TurnResult, TurnResult]]) -> bool:
-    """Did both passes show the same products on this turn and the one before? (Under load a
-    source can miss its deadline in one pass and not the other; then the answers differ rightly.)"""
+    """Were both passes' answers written from the same context: the same products on this turn and
+    the one before, and no source that missed its deadline in the off pass? (Under load a source
+    can miss it in one pass and not the other; then the answers differ rightly. A prepared answer
+    is only shown when the live context agrees with it, so the on pass's context is complete.)"""
     before = previous.get((on.conversation, on.turn - 1))
-    return on.products == off.products and before is not None and before[0].products == before[1].products
+    return (on.products == off.products and not off.degraded and before is not None
+            and before[0].products == before[1].products)
 
 
 def report(off: PassResult, on: PassResult) -> dict[str, Any]:

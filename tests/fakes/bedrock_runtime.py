@@ -25,6 +25,10 @@ iterates (or while nobody is blocked reading). While another thread is blocked r
 itself blocks until that read times out; call ``response["stream"]._raw_stream.shutdown()``
 (urllib3 >= 2.3) first: the reader then gets ``ProtocolError`` and the server sees the close.
 
+For benchmarks, ``fake.pace = BedrockPace()`` answers every call nobody scripted at a Bedrock-like
+pace (first event after a prefill time linear in the prompt, then one chunk per decode interval);
+``GET /_fake/calls`` lists what each call waited, so a benchmark in another process can read it.
+
 Note: botocore's ``retries={"max_attempts": N}`` counts retries, not attempts, so a client with
 ``max_attempts=1`` sends a throttled request twice (push two 429 replies to make it fail).
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import select
 import socket
@@ -100,6 +105,44 @@ class Reply:
     latency_ms: int = 120
 
 
+_PACE_WORDS = (
+    "Here are a few series you may enjoy. The first one follows a young hero on a long journey, "
+    "with sharp humour, strong friendships and battles that grow with every volume. The second "
+    "one is quieter: a slice of life story about food, family and growing up. All of them are in "
+    "stock, and volume one is a good place to start. Would you like to hear more about any of them?"
+).split(" ")
+
+
+def pace_chunks(count: int) -> list[str]:
+    """`count` chunks of one word each: a paced answer's tokens, roughly."""
+    return [("" if n == 0 else " ") + _PACE_WORDS[n % len(_PACE_WORDS)] for n in range(count)]
+
+
+@dataclass
+class BedrockPace:
+    """A Bedrock-like pace for calls nobody scripted: what a benchmark's model does.
+
+    First event after ``prefill_base_ms + prefill_per_token_ms * prompt tokens`` (prompt characters
+    // 4), then one chunk of one word per ``decode_ms_per_token``; both ± ``jitter`` (the first
+    delay per call, the decode interval per call). The defaults are the simulated backend's.
+    """
+
+    prefill_base_ms: float = 180.0
+    prefill_per_token_ms: float = 0.08
+    decode_ms_per_token: float = 5.0
+    jitter: float = 0.15
+    output_tokens: tuple[int, int] = (60, 180)
+    """Words per answer, drawn uniformly per call."""
+
+    def reply_for(self, body: dict[str, Any], rng: random.Random) -> Reply:
+        prompt_tokens = max(1, sum(len(text) for text in _texts(body)) // 4)
+        first_ms = (self.prefill_base_ms + self.prefill_per_token_ms * prompt_tokens) * (1 + rng.uniform(-self.jitter, self.jitter))
+        decode_ms = self.decode_ms_per_token * (1 + rng.uniform(-self.jitter, self.jitter))
+        words = rng.randint(*self.output_tokens)
+        return Reply(chunks=pace_chunks(words), first_delay=max(0.0, first_ms) / 1000, delay=max(0.0, decode_ms) / 1000,
+                     input_tokens=prompt_tokens, latency_ms=round(first_ms + decode_ms * (words - 1)))
+
+
 @dataclass
 class RecordedCall:
     """What the fake received for one request, and when it did what (``time.monotonic()``)."""
@@ -118,6 +161,8 @@ class RecordedCall:
     """When the server noticed the client hung up (EOF/reset while waiting, or a failed write)."""
     finished_at: float | None = None
     """Set just before the last bytes go out, so it is already set when the client sees the end."""
+    first_delay: float | None = None
+    """Seconds the reply waited before its first event (the model's own time to first token)."""
 
 
 def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
@@ -326,11 +371,20 @@ class _Handler(BaseHTTPRequestHandler):
             if call.operation == "CountTokens":
                 self._send_json(200, {"inputTokens": rough_token_count(call.body)}, call=call)
             else:
-                self._stream(call, fake._next_reply())
+                reply = fake._next_reply(call)
+                call.first_delay = reply.first_delay
+                self._stream(call, reply)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self._client_gone(call)
         finally:
             _mark_finished(call)
+
+    def do_GET(self) -> None:
+        """``/_fake/calls``: every streaming call so far, with what it waited (for benchmarks)."""
+        if urlsplit(self.path).path != "/_fake/calls":
+            self._send_json(404, {"message": f"No route for {self.path}"}, "UnknownOperationException")
+            return
+        self._send_json(200, {"calls": self.server.fake.call_summaries()})
 
     def _send_json(self, status: int, body: dict[str, Any], error_type: str | None = None,
                    call: RecordedCall | None = None) -> None:
@@ -472,7 +526,10 @@ class FakeBedrockRuntime:
 
     def __init__(self) -> None:
         self.default_reply = Reply()
+        self.pace: BedrockPace | None = None
+        """When set, calls with no queued reply get one at this pace instead of `default_reply`."""
         self.calls: list[RecordedCall] = []
+        self._pace_rng = random.Random(7)
         self._replies: deque[Reply] = deque()
         self._changed = threading.Condition()
         self._released = threading.Event()
@@ -549,9 +606,23 @@ class FakeBedrockRuntime:
             time.sleep(POLL_INTERVAL)
         return call.client_closed_at
 
-    def _next_reply(self) -> Reply:
+    def call_summaries(self) -> list[dict[str, Any]]:
+        """Per streaming call: when it started, what it waited, when its first chunk left (monotonic seconds)."""
         with self._changed:
-            return self._replies.popleft() if self._replies else self.default_reply
+            calls = list(self.calls)
+        return [{"operation": call.operation, "started_at": call.started_at, "first_delay": call.first_delay,
+                 "first_chunk_ms": None if call.first_chunk_sent_at is None
+                 else round((call.first_chunk_sent_at - call.started_at) * 1000, 2),
+                 "chunks_sent": call.chunks_sent, "client_closed": call.client_closed_at is not None}
+                for call in calls if call.operation != "CountTokens"]
+
+    def _next_reply(self, call: RecordedCall | None = None) -> Reply:
+        with self._changed:
+            if self._replies:
+                return self._replies.popleft()
+            if self.pace is not None and call is not None:
+                return self.pace.reply_for(call.body, self._pace_rng)
+            return self.default_reply
 
     def _record(self, call: RecordedCall) -> None:
         with self._changed:

@@ -1,0 +1,1 @@
+"""The latency benchmark under load: `python -m bench.load` (docs/benchmark.md)."""
