@@ -82,6 +82,9 @@ class FrameSink:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     orchestrator: Orchestrator | None = None  # one per process, created on first use
+    # The chat sends nothing through the channel layer (the stream log is in the cache). Not
+    # listening on it means a Redis outage cannot close every socket of the process.
+    channel_layer_alias = "unused"
 
     async def connect(self) -> None:
         self.conversation_id: uuid.UUID | None = None

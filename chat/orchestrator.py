@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError
 
 from catalog.retrieval import get_index
 from catalog.selectors import ProductFacts
@@ -37,6 +38,9 @@ from .models import TurnStatus
 from .threads import run_db
 
 logger = logging.getLogger(__name__)
+
+# A database that restarts (failover, a fast restart) is back within seconds: the answer is saved then.
+SAVE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 # A prepared answer goes out in pieces of a few words, so the widget paints it as it paints a stream.
 PREPARED_PIECE = re.compile(r"(?:\S+\s*){1,4}|\s+")
@@ -336,14 +340,25 @@ class Orchestrator:
                       *, presented_skus: list[str] | None = None, turn_metrics: dict | None = None) -> None:
         turn_metrics = turn_metrics or self._turn_metrics(context, prompt, outcome, received_at, overhead)
         self._observe(context, prompt, outcome, turn_metrics, status)
-        try:
-            await run_db(services.assistant_turn_record, conversation_id=turn.conversation_id,
-                         client_message_id=turn.client_message_id, text=outcome.text, status=status,
-                         failure_reason=reason, intent=context.intent, product_skus=presented_skus or [],
-                         question_skus=context.named_skus, metrics=turn_metrics)
-            await run_db(selectors.memory_snapshot_store, conversation_id=turn.conversation_id)
-        except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
-            logger.exception("could not save the assistant turn %s", turn.client_message_id)
+        for attempt, pause in enumerate((*SAVE_RETRY_PAUSES, None)):
+            try:
+                # Safe to repeat (one row per message id): a database restarting now loses nothing.
+                await run_db(services.assistant_turn_record, conversation_id=turn.conversation_id,
+                             client_message_id=turn.client_message_id, text=outcome.text, status=status,
+                             failure_reason=reason, intent=context.intent, product_skus=presented_skus or [],
+                             question_skus=context.named_skus, metrics=turn_metrics)
+                await run_db(selectors.memory_snapshot_store, conversation_id=turn.conversation_id)
+                break
+            except (DatabaseError, InterfaceError) as exc:
+                if pause is None:
+                    logger.exception("could not save the assistant turn %s", turn.client_message_id)
+                    break
+                logger.warning("saving the assistant turn %s failed (%s); again in %.1f s (attempt %d)",
+                               turn.client_message_id, exc, pause, attempt + 1)
+                await asyncio.sleep(pause)
+            except Exception:  # noqa: BLE001 - the customer already has the answer; log loudly
+                logger.exception("could not save the assistant turn %s", turn.client_message_id)
+                break
         try:
             if not turn.continuing:  # the cut answer's turn counted this lookup already
                 await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,

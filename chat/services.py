@@ -88,6 +88,11 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         before = (Turn.objects.select_for_update()
                   .filter(conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT)
                   .values_list("text", "status").first())
+        if before is not None and before[1] == TurnStatus.COMPLETE and status != TurnStatus.COMPLETE:
+            # A cut producer saving late (its socket died while another process finished the
+            # answer after `resume`) never downgrades the complete answer.
+            return Turn.objects.get(conversation_id=conversation_id, client_message_id=client_message_id,
+                                    role=Role.ASSISTANT)
         turn, created = Turn.objects.update_or_create(
             conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT,
             defaults={"text": text, "status": status, "failure_reason": failure_reason[:200], "intent": intent,
