@@ -16,7 +16,8 @@ from bench.stack import (POSTGRES_URL, REDIS_URL, TEST_DATABASE, ScaledStack, dr
                          reachable)
 
 
-def _require(service: str, url: str, port: int) -> None:
+def require_service(service: str, url: str, port: int) -> None:
+    """Skip where a service is unreachable, with the reason; under CI (CI=true) fail instead."""
     if reachable(url, port):
         return
     reason = f"scaled mode needs {service} at {url}, which is not reachable"
@@ -27,8 +28,8 @@ def _require(service: str, url: str, port: int) -> None:
 
 @pytest.fixture(scope="session")
 def scaled_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledStack]:
-    _require("Redis", REDIS_URL, 6379)
-    _require("PostgreSQL", POSTGRES_URL, 5432)
+    require_service("Redis", REDIS_URL, 6379)
+    require_service("PostgreSQL", POSTGRES_URL, 5432)
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()

@@ -22,10 +22,11 @@ import psycopg
 import pytest
 from django.core.cache.backends.redis import RedisCache
 
-from bench.stack import POSTGRES_URL, ScaledStack, drop_database, fresh_database, free_port, reachable
+from bench.stack import POSTGRES_URL, ScaledStack, drop_database, fresh_database, free_port
 from chat import streamlog
 from tests.browser.test_widget import (PACED, QUESTION, Chat, TcpSwitch, _delta_indexes, browser,  # noqa: F401
                                        new_page)
+from tests.scaled.conftest import require_service
 
 pytestmark = pytest.mark.scaled
 
@@ -51,19 +52,10 @@ SOCKET_ATTEMPTS = """
 """
 
 
-def _require(service: str, url: str, port: int) -> None:
-    if reachable(url, port):
-        return
-    reason = f"scaled mode needs {service} at {url}, which is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI runs every test)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def widget_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledStack]:
-    _require("Redis", REDIS_URL, 6379)
-    _require("PostgreSQL", POSTGRES_URL, 5432)
+    require_service("Redis", REDIS_URL, 6379)
+    require_service("PostgreSQL", POSTGRES_URL, 5432)
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
