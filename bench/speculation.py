@@ -177,13 +177,19 @@ def _same_context(on: TurnResult, off: TurnResult, previous: dict[tuple[str, int
             and before[0].products == before[1].products)
 
 
+def _first_listed_before(turn: TurnResult, pairs: dict[tuple[str, int], tuple[TurnResult, TurnResult]]) -> list[str]:
+    """The first product the answer before `turn` listed (in the same pass): what a prepared answer is about."""
+    before = pairs.get((turn.conversation, turn.turn - 1))
+    return before[0].products[:1] if before else []
+
+
 def report(off: PassResult, on: PassResult) -> dict[str, Any]:
     reference = {(t.conversation, t.turn): t for t in off.turns}
     pairs = {(t.conversation, t.turn): (t, reference[(t.conversation, t.turn)]) for t in on.turns}
     served = [t for t in on.turns if t.speculative]
     comparable = [t for t in served if _same_context(t, reference[(t.conversation, t.turn)], pairs)]
     wrong = [t for t in comparable if t.answer != reference[(t.conversation, t.turn)].answer]
-    off_product = [t for t in served if t.products != (pairs.get((t.conversation, t.turn - 1), (t,))[0].products[:1])]
+    off_product = [t for t in served if t.products != _first_listed_before(t, pairs)]
     errors = [t for t in off.turns + on.turns if t.error]
     predictable = _first_tokens(on.turns, {"predictable"})
     lines = [
