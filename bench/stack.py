@@ -59,19 +59,19 @@ class ScaledStack:
         return process
 
     def start_web(self, name: str, extra_env: dict[str, str] | None = None, *,
-                  launcher: tuple[str, ...] = ("-m", "daphne")) -> str:
-        """A daphne web process on a free port, once /healthz answers; its base URL.
+                  launcher: tuple[str, ...] = ("-m", "daphne"), port: int | None = None, timeout: float = 30) -> str:
+        """A daphne web process on `port` (a free one by default), once /healthz answers; its base URL.
 
         `extra_env` overrides the stack's environment for this process only (another model pace,
         another metrics directory). `launcher` replaces `-m daphne` (e.g. a profiling wrapper that
         takes daphne's arguments).
         """
-        port = free_port()
+        port = port or free_port()
         process = self.start(name, sys.executable, *launcher, "-b", "127.0.0.1", "-p", str(port),
                              "mangaassist.asgi:application", extra_env=extra_env)
         base = f"http://127.0.0.1:{port}"
         self.web_processes[base] = process
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -32,6 +32,39 @@ def _fresh_process_state() -> None:
     in_process_wait()
     ChatConsumer.orchestrator = None
     index_holder.reset()
+
+
+def require_service(service: str, url: str, port: int) -> None:
+    """Skip where a service is unreachable, with the reason; under CI (CI=true) every test runs, so fail."""
+    from bench.stack import reachable
+
+    if reachable(url, port):
+        return
+    reason = f"needs {service} at {url}, which is not reachable"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " (CI runs every test)")
+    pytest.skip(reason)
+
+
+SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+
+
+@pytest.fixture
+def bedrock_runtime(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """A local Bedrock Runtime (AWS event-stream wire) that boto3 talks to, as LLM_BACKEND=bedrock would."""
+    from chat.llm import get_backend
+    from tests.fakes.bedrock_runtime import FakeBedrockRuntime
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with FakeBedrockRuntime() as fake:
+        settings.BEDROCK_ENDPOINT_URL = fake.url
+        settings.BEDROCK_MODEL_ID = SONNET
+        settings.LLM_BACKEND = "bedrock"
+        get_backend.cache_clear()
+        yield fake
+    get_backend.cache_clear()
 
 
 @pytest.fixture

@@ -13,25 +13,17 @@ from chat.consumers import ChatConsumer
 from chat.llm.bedrock import BedrockBackend
 from chat.models import Role, Turn, TurnStatus
 from chat.orchestrator import Orchestrator
-from tests.conftest import open_chat, saved_turns
+from tests.conftest import SONNET, open_chat, saved_turns
 from tests.fakes.bedrock_runtime import FakeBedrockRuntime, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 HAIKU = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
 
 @pytest.fixture
-def bedrock(settings, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with FakeBedrockRuntime() as fake:
-        settings.BEDROCK_ENDPOINT_URL = fake.url
-        settings.BEDROCK_MODEL_ID = SONNET
-        settings.LLM_BACKEND = "bedrock"
-        yield fake
+def bedrock(bedrock_runtime: FakeBedrockRuntime) -> FakeBedrockRuntime:
+    return bedrock_runtime
 
 
 def _use(api: str = "converse") -> None:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from typing import Any, AsyncIterator
-from urllib.parse import urlparse
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,7 +18,7 @@ from django.core.cache import cache
 from chat import streamlog
 from chat.llm.simulated import SimulatedBackend
 from chat.models import Role, Turn, TurnStatus
-from tests.conftest import ORIGIN, ChatClient, open_chat
+from tests.conftest import ORIGIN, ChatClient, open_chat, require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -351,23 +349,10 @@ def _split(text: str) -> list[str]:
     return [encoding().decode([token]) for token in encoding().encode_ordinary(text)]
 
 
-def _redis_reachable() -> bool:
-    parsed = urlparse(REDIS_URL)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def redis_cache(settings: Any) -> None:
     """The stream log on Redis, as in scaled mode (cache calls on a thread), under a key prefix of its own."""
-    if not _redis_reachable():
-        reason = f"the Redis stream log test needs Redis at {REDIS_URL}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " (CI runs every test)")
-        pytest.skip(reason)
+    require_service("Redis", REDIS_URL, 6379)
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                                    "KEY_PREFIX": f"resume-test-{uuid.uuid4().hex}", "TIMEOUT": 300,
                                    "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}

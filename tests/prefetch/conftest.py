@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 from typing import Callable, Iterator
-from urllib.parse import urlparse
 
 import pytest
 
@@ -67,21 +65,3 @@ def broker(settings) -> Iterator[Callable[[str], None]]:  # type: ignore[no-unty
 
     yield use
     _forget_broker_connections()
-
-
-def redis_reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def require_redis(url: str) -> None:
-    if redis_reachable(url):
-        return
-    reason = f"needs Redis at {url}, which is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI runs every test)")
-    pytest.skip(reason)

@@ -288,21 +288,12 @@ class BedrockSpeculationTests:
     """The worker's call to Bedrock (boto3 against the local event-stream server)."""
 
     @pytest.fixture
-    def bedrock(self, settings, monkeypatch):  # type: ignore[no-untyped-def]
-        from tests.fakes.bedrock_runtime import FakeBedrockRuntime, Reply
+    def bedrock(self, bedrock_runtime: Any, settings) -> Any:  # type: ignore[no-untyped-def]
+        from tests.fakes.bedrock_runtime import Reply
 
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        with FakeBedrockRuntime() as fake:
-            settings.BEDROCK_ENDPOINT_URL = fake.url
-            settings.BEDROCK_MODEL_ID = "anthropic.claude-3-5-sonnet-20241022-v2:0"
-            settings.LLM_BACKEND = "bedrock"
-            settings.BEDROCK_COUNT_TOKENS = False
-            fake.default_reply = Reply(chunks=["**Prepared** ", "answer."])
-            get_backend.cache_clear()
-            yield fake
-        get_backend.cache_clear()
+        settings.BEDROCK_COUNT_TOKENS = False
+        bedrock_runtime.default_reply = Reply(chunks=["**Prepared** ", "answer."])
+        return bedrock_runtime
 
     async def test_pre_generation_sends_the_follow_ups_prompt_behind_the_same_cache_point(
             self, demo_catalog: None, bedrock: Any) -> None:

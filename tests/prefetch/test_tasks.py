@@ -25,7 +25,8 @@ from prefetch.schedule import PREFETCH_BEAT_ENTRIES
 from prefetch.selectors import prediction_key
 from prefetch.services import QUEUE_WAIT_SECONDS, prefetch_enqueue
 from prefetch.tasks import prefetch_task, transitions_relearn_task
-from tests.prefetch.conftest import CLOSED_BROKER, REDIS_BROKER, require_redis
+from tests.conftest import require_service
+from tests.prefetch.conftest import CLOSED_BROKER, REDIS_BROKER
 from tests.prefetch.test_services import _follow_ups
 
 SESSION = "task-session"
@@ -86,7 +87,7 @@ class PrefetchTaskTests:
 
     def test_on_a_real_broker_the_task_expires_with_the_prefetch_deadline(self, shown: list[int],
                                                                           broker: Callable) -> None:
-        require_redis(REDIS_BROKER)
+        require_service("Redis", REDIS_BROKER, 6379)
         import redis
 
         queues = [app.conf.task_default_queue, settings.SPECULATION_QUEUE]

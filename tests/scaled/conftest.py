@@ -12,18 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from bench.stack import (POSTGRES_URL, REDIS_URL, TEST_DATABASE, ScaledStack, drop_database, fresh_database,
-                         reachable)
-
-
-def require_service(service: str, url: str, port: int) -> None:
-    """Skip where a service is unreachable, with the reason; under CI (CI=true) fail instead."""
-    if reachable(url, port):
-        return
-    reason = f"scaled mode needs {service} at {url}, which is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI runs every test)")
-    pytest.skip(reason)
+from bench.stack import POSTGRES_URL, REDIS_URL, TEST_DATABASE, ScaledStack, drop_database, fresh_database
+from tests.conftest import require_service
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import time
 from typing import Any, Iterator
 
-import httpx
 import psycopg
 import pytest
 from django.core.cache.backends.redis import RedisCache
@@ -26,7 +23,7 @@ from bench.stack import POSTGRES_URL, ScaledStack, drop_database, fresh_database
 from chat import streamlog
 from tests.browser.test_widget import (PACED, QUESTION, Chat, TcpSwitch, _delta_indexes, browser,  # noqa: F401
                                        new_page)
-from tests.scaled.conftest import require_service
+from tests.conftest import require_service
 
 pytestmark = pytest.mark.scaled
 
@@ -71,21 +68,6 @@ def widget_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledSta
         drop_database(DATABASE)
 
 
-def _start_web(stack: ScaledStack, name: str, port: int) -> str:
-    stack.start(name, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                "mangaassist.asgi:application", extra_env=WIDGET_ENV)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not start: {stack.log(name)[-2000:]}")
-
-
 def _saved_answers(stack: ScaledStack, message_id: str) -> int:
     with psycopg.connect(stack.env["DATABASE_URL"].replace("postgres://", "postgresql://")) as conn:
         row = conn.execute("SELECT count(*) FROM chat_turn WHERE client_message_id = %s AND role = 'assistant'",
@@ -105,7 +87,7 @@ class WidgetScaledTests:
             self, widget_stack: ScaledStack, switch: TcpSwitch, new_page: Any) -> None:
         # The browser talks to a load balancer (a TCP relay) that sends it to ready web processes only.
         port = free_port()
-        switch.route_to(_start_web(widget_stack, "widget-web-1", port))
+        switch.route_to(widget_stack.start_web("widget-web-1", WIDGET_ENV, port=port, timeout=60))
         page = new_page()
         page.add_init_script(SOCKET_ATTEMPTS)
         chat = Chat(page, switch.url).open_store()
@@ -132,7 +114,7 @@ class WidgetScaledTests:
         assert head["state"] == streamlog.OPEN and painted - 5 <= head["n"], (head, painted)
 
         # Restarted on the same address, as by a supervisor; back behind the balancer once it is ready.
-        switch.route_to(_start_web(widget_stack, "widget-web-2", port))
+        switch.route_to(widget_stack.start_web("widget-web-2", WIDGET_ENV, port=port, timeout=60))
         completed = chat.wait_answer("completed", timeout=60_000)
         assert completed["id"] == before["id"]
 

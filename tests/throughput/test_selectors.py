@@ -17,14 +17,13 @@ from chat.llm.base import Route
 from chat.llm.bedrock import BedrockBackend
 from chat.models import Role, Turn, TurnRecord
 from chat.orchestrator import Orchestrator
-from tests.conftest import open_chat, saved_turns
+from tests.conftest import SONNET, open_chat, saved_turns
 from tests.fakes.bedrock_control import FakeBedrockControl
 from tests.fakes.bedrock_runtime import FakeBedrockRuntime, Reply
 from tests.throughput.conftest import jst
 from throughput import selectors, services
 from throughput.models import CapacityWindow, ProvisionedThroughput, ThroughputStatus, WindowKind
 
-SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 HAIKU = "anthropic.claude-3-5-haiku-20241022-v1:0"
 ARN = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdefghijkl"
 
@@ -97,15 +96,8 @@ class ProvisionedRouteTests:
 
 
 @pytest.fixture
-def runtime(settings, monkeypatch: pytest.MonkeyPatch) -> Any:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with FakeBedrockRuntime() as fake:
-        settings.BEDROCK_ENDPOINT_URL = fake.url
-        settings.BEDROCK_MODEL_ID = SONNET
-        settings.LLM_BACKEND = "bedrock"
-        yield fake
+def runtime(bedrock_runtime: FakeBedrockRuntime) -> FakeBedrockRuntime:
+    return bedrock_runtime
 
 
 class RoutingFallbackTests:
