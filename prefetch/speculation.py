@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from chat.llm.base import LLMBackend, LLMRequest
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How the predicted follow-up is asked: the most common phrasing, so its context is the real one's.
 PREDICTED_MESSAGES = {"product_question": "Tell me more about the first one."}
@@ -168,6 +170,24 @@ def _prediction_current(conversation_id: str, predicted_at: float) -> bool:
     return isinstance(record, dict) and record.get("at") == predicted_at
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on this process's one speculation loop (a thread of its own, started on first use).
+
+    Not asyncio.run per task: the backends keep their HTTP clients per event loop, and a new
+    loop per speculation would leave a dead client behind each time and reuse no connection.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="mangaassist-speculation", daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coroutine, _loop).result()
+
+
 async def _generate(backend: LLMBackend, request: LLMRequest) -> tuple[str, int]:
     """The whole answer and its output tokens, as the backend streams it."""
     from chat.llm.base import TextDelta, Usage
@@ -225,7 +245,7 @@ def _prepare(*, conversation_id: str, session_key: str, page: dict, from_intent:
     # Off the customer's path: every source gets the time it needs; a context still missing one
     # would be an answer the real turn does not write.
     assembler = ContextAssembler(deadlines={name: WORKER_SOURCE_DEADLINE for name in orchestrator.assembler.deadlines})
-    context = asyncio.run(assembler.assemble(turn))
+    context = _run(assembler.assemble(turn))
     if context.intent != rule.to_intent or context.focus is None or context.focus.id != product_id:
         return "unresolved"
     if context.degraded:
@@ -241,7 +261,7 @@ def _prepare(*, conversation_id: str, session_key: str, page: dict, from_intent:
     request = orchestrator.request_for(context, prompt, orchestrator.routes()[0], max_tokens=max_tokens)
     text, output_tokens = "", 0
     try:
-        text, output_tokens = asyncio.run(_generate(orchestrator.backend, request))
+        text, output_tokens = _run(_generate(orchestrator.backend, request))
     except LLMError as exc:
         logger.info("speculation: the model call failed (%s)", exc)
         return "failed"

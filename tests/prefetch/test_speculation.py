@@ -216,7 +216,6 @@ class CostGuardTests:
         from prefetch.selectors import prefetch_config
         from prefetch.speculation import speculative_budget_reserve
 
-        spec = (await sync_to_async(prefetch_config)()).speculation
         await sync_to_async(prefetch_settings_set)(speculative_daily_token_budget=1000)
         spec = (await sync_to_async(prefetch_config)()).speculation
         assert spec.daily_budget == 1000
