@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.core.cache import cache
+from mangaassist.cached_config import cached_config, cached_config_invalidate
 
 from .compression import TokenBudget
 
@@ -45,18 +45,8 @@ def _load() -> PromptConfig:
 
 def prompt_config() -> PromptConfig:
     """The active configuration: one cache read, the database only after a change."""
-    try:
-        config = cache.get(CONFIG_KEY)
-    except Exception:  # noqa: BLE001 - cache down: read the database
-        config = None
-    if config is None:
-        config = _load()
-        try:
-            cache.set(CONFIG_KEY, config, timeout=None)
-        except Exception:  # noqa: BLE001
-            pass
-    return config
+    return cached_config(CONFIG_KEY, _load, PromptConfig, timeout=None)
 
 
 def prompt_config_invalidate() -> None:
-    cache.delete(CONFIG_KEY)
+    cached_config_invalidate(CONFIG_KEY)

@@ -18,6 +18,7 @@ from django.db.models import Count, Q
 
 # A module reference, not names: chat.assembly imports this module for the lookup.
 from chat import assembly as chat_assembly
+from mangaassist.cached_config import cached_config, cached_config_invalidate
 
 from .models import PrefetchKey, PrefetchOutcome, PrefetchSettings, Transition
 
@@ -176,24 +177,11 @@ def _config_load() -> PrefetchConfig:
 
 def prefetch_config() -> PrefetchConfig:
     """The configuration as the PMs left it: one cache read, the database only after a change."""
-    try:
-        config = cache.get(CONFIG_KEY)
-    except Exception:  # noqa: BLE001 - cache down: read the database
-        config = None
-    if not isinstance(config, PrefetchConfig):
-        config = _config_load()
-        try:
-            cache.set(CONFIG_KEY, config, timeout=CONFIG_TTL)
-        except Exception:  # noqa: BLE001
-            pass
-    return config
+    return cached_config(CONFIG_KEY, _config_load, PrefetchConfig, timeout=CONFIG_TTL)
 
 
 def prefetch_config_invalidate() -> None:
-    try:
-        cache.delete(CONFIG_KEY)
-    except Exception:  # noqa: BLE001 - the TTL catches up
-        logger.warning("prefetch: could not invalidate the cached configuration", exc_info=True)
+    cached_config_invalidate(CONFIG_KEY)
 
 
 def prefetch_settings() -> PrefetchSettings:
