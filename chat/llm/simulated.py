@@ -99,25 +99,31 @@ class SimulatedBackend:
             text = text[len(request.prefill):] if text.startswith(request.prefill) else ""
         token_ids = encoding().encode_ordinary(text)[: request.max_tokens]
         model_first_token = self.pace.first_token_seconds(request.prompt_tokens, self.rng)
+        loop = asyncio.get_running_loop()
         await asyncio.sleep(model_first_token)
-        pending: list[int] = []
-        sent = 0
-        for position, token_id in enumerate(token_ids):
+        # The model keeps its own pace, as a remote one does: tokens due while the event loop was busy
+        # are all there when it gets back (read together, as from a socket's buffer), none is late twice.
+        due = loop.time()
+        pending = b""
+        # Decoded in one call (not one per token): the simulation must not cost the service's event loop.
+        for position, token_bytes in enumerate(encoding().decode_tokens_bytes(token_ids)):
             if fault and position == fault.after_tokens and fault.kind != "throttle":
                 if fault.kind == "stall":
                     await asyncio.sleep(3600)
                 if fault.kind == "cut":
                     raise LLMUnavailable(f"simulated cut connection after {position} tokens")
                 raise LLMStreamError(f"simulated model stream error after {position} tokens")
-            pending.append(token_id)
-            piece = encoding().decode(pending)
-            if "\ufffd" in piece:  # a multi-byte character split across tokens: wait for the rest
+            pending += token_bytes
+            try:
+                piece = pending.decode("utf-8")
+            except UnicodeDecodeError:  # a multi-byte character split across tokens: wait for the rest
                 continue
-            pending.clear()
+            pending = b""
             yield TextDelta(piece)
-            sent += 1
             if position + 1 < len(token_ids):
-                await asyncio.sleep(self.pace.decode_seconds(self.rng))
+                due += self.pace.decode_seconds(self.rng)
+                if due > loop.time() or not self.pace.decode_ms_per_token:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
         yield Usage(input_tokens=request.prompt_tokens, output_tokens=len(token_ids),
                     extra={"simulated": True, "profile": self.profile,
                            # The model's own time to first token: the service's overhead is what the client waits beyond it.
