@@ -42,9 +42,10 @@ LOCK_TTL_SECONDS = 4  # a producer that stopped refreshing its lock this long ag
 LOCK_REFRESH_SECONDS = 1.0
 STOP_CHECK_SECONDS = 0.25  # how soon a `stop` sent on another socket reaches the producer
 WRITE_RETRIES = 5  # a final write given up after this many cache failures in a row
-# A networked cache gets at most one write per answer this often (the deltas meanwhile go in one batch):
-# a bounded load on Redis at a hundred answers at once, for a log that trails the socket by as much.
-NETWORK_FLUSH_SECONDS = 0.02
+# The log gets at most one write per answer this often (the deltas meanwhile go in one batch): a bounded
+# load on Redis, and on the event loop, at a hundred answers at once, for a log that trails the socket
+# by as much. A browser resuming from it asks for what it lacks after its own last delta.
+FLUSH_SECONDS = 0.05
 
 OPEN, COMPLETED, STOPPED, FAILED = "open", "completed", "stopped", "failed"
 
@@ -164,7 +165,8 @@ class StreamLogWriter:
         self._written = (len(texts), OPEN) if question is None else (-1, OPEN)  # what the head in the cache says
         self._flushed = len(texts)  # deltas in the cache
         self._ending = False
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # anything new to write
+        self._final = asyncio.Event()  # the answer ended or its producer is done: write now, not at the pace
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"streamlog {key}")
 
     # --- opening ---
@@ -228,11 +230,13 @@ class StreamLogWriter:
         if self.state == OPEN:
             self.state, self.final_frame = state, final_frame
         self._wake.set()
+        self._final.set()
 
     def end(self) -> None:
         """The producer is done: write what is queued, then release the lock (an open log can be taken over)."""
         self._ending = True
         self._wake.set()
+        self._final.set()
 
     async def ended(self) -> None:
         await asyncio.shield(self.task)
@@ -240,39 +244,44 @@ class StreamLogWriter:
     # --- the writer task ---
 
     async def _run(self) -> None:
+        """Write what is queued at most once per FLUSH_SECONDS (the end at once), check for a remote
+        stop every STOP_CHECK_SECONDS, until the producer is done and everything is written."""
         loop = asyncio.get_running_loop()
         next_check = loop.time() + STOP_CHECK_SECONDS
         next_refresh = loop.time() + LOCK_REFRESH_SECONDS
+        flushed_at = float("-inf")
         failures = 0
         try:
             while True:
                 self._wake.clear()
-                if self._written != (len(self.texts), self.state):
+                dirty = self._written != (len(self.texts), self.state)
+                now = loop.time()
+                if dirty and (self._final.is_set() or now >= flushed_at + FLUSH_SECONDS):
                     if await self._flush():
                         failures = 0
-                    else:
-                        failures += 1
-                        if self._ending and failures >= WRITE_RETRIES:
-                            logger.error("stream log %s: gave up writing after %s failures", self.key, failures)
-                            return
-                        await asyncio.sleep(min(0.05 * 2 ** failures, 1.0))
+                        flushed_at = loop.time()
                         continue
-                    if not self._ending and not _local():
-                        await asyncio.sleep(NETWORK_FLUSH_SECONDS)
-                    if self._written != (len(self.texts), self.state):
-                        continue  # more came while writing
-                if self._ending:
+                    failures += 1
+                    if self._ending and failures >= WRITE_RETRIES:
+                        logger.error("stream log %s: gave up writing after %s failures", self.key, failures)
+                        return
+                    await asyncio.sleep(min(0.05 * 2 ** failures, 1.0))
+                    continue
+                if self._ending and not dirty:
                     return
-                now = loop.time()
                 if now >= next_check:
                     next_check = now + STOP_CHECK_SECONDS
                     refresh = now >= next_refresh
                     if refresh:
                         next_refresh = now + LOCK_REFRESH_SECONDS
                     await self._check(refresh)
+                    continue
+                # Queued deltas wait for their turn (or the end); with nothing queued, wait for the next delta.
+                event, until = (self._final, min(next_check, flushed_at + FLUSH_SECONDS)) if dirty \
+                    else (self._wake, next_check)
                 try:
-                    async with asyncio.timeout(max(0.0, next_check - loop.time())):
-                        await self._wake.wait()
+                    async with asyncio.timeout(max(0.0, until - loop.time())):
+                        await event.wait()
                 except TimeoutError:
                     pass
         finally:
