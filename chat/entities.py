@@ -75,27 +75,38 @@ def _title_matches(text: str, index: LexicalIndex, limit: int = 3,
         if best == 0.0:
             best = _fuzzy_score(words, index.items[position].titles)
         product_id = index.items[position].product_id
-        if best >= 0.72:
+        if best >= FUZZY_MIN:
             matched.append((best + lexical.get(product_id, 0.0) / 1000, product_id))
     matched.sort(reverse=True)
     return [pid for _, pid in matched[:limit]]
 
 
+FUZZY_MIN = 0.72  # a misspelled title counts from this similarity on
+
+
 def _fuzzy_score(words: list[str], titles: tuple[str, ...]) -> float:
-    """How well some run of the message's words spells a title (misspellings)."""
+    """How well some run of the message's words spells a title (misspellings); 0 below FUZZY_MIN.
+
+    difflib's cheap upper bounds skip the windows that cannot beat the best so far (or the minimum).
+    """
     best = 0.0
+    matcher = difflib.SequenceMatcher(None)
     for title in titles:
         target = compact(title)
         n_words = max(1, len(tokens(title)))
         if len(target) < 5:
             continue
+        matcher.set_seq2(target)
         for size in {n_words - 1, n_words, n_words + 1} - {0}:
             for start in range(0, max(1, len(words) - size + 1)):
                 window = "".join(words[start : start + size])
                 if abs(len(window) - len(target)) > max(3, len(target) // 4):
                     continue
-                best = max(best, difflib.SequenceMatcher(None, window, target).ratio())
-    return best
+                matcher.set_seq1(window)
+                floor = max(best, FUZZY_MIN)
+                if matcher.real_quick_ratio() >= floor and matcher.quick_ratio() >= floor:
+                    best = max(best, matcher.ratio())
+    return best if best >= FUZZY_MIN else 0.0
 
 
 def _references(text: str, shown: list[list[int]], focus_id: int | None = None) -> list[int]:

@@ -40,3 +40,15 @@ class IntentClassifierTests:
     def test_a_follow_up_after_a_list_is_a_product_question(self) -> None:
         assert classify("what about the second one?", previous_intent="recommendation",
                         refers_to_previous=True).intent == "product_question"
+
+    def test_compiled_model_gives_scikit_learns_probabilities(self) -> None:
+        """The fast path (no per-call validation) computes the trained pipeline's own numbers."""
+        from chat.intents import IntentModel, normalise
+
+        pipeline, compiled = IntentModel.pipeline(), IntentModel.compiled()
+        texts = [e["text"] for e in _held_out()] + ["", "   ", "zzzz qqqq", "!!!", "MA-0000123 どこ？", "a" * 2000]
+        for text in texts:
+            expected = dict(zip(map(str, pipeline.classes_), pipeline.predict_proba([normalise(text)])[0]))
+            got = compiled.probabilities(normalise(text))
+            assert got.keys() == expected.keys()
+            assert max(abs(got[k] - expected[k]) for k in got) < 1e-9, text
