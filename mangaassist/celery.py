@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -35,6 +37,12 @@ def _warm_up_before_the_pool_forks(**_: Any) -> None:
 
 _in_process_pool: ThreadPoolExecutor | None = None
 _in_flight: set[Future] = set()
+_in_flight_lock = threading.Lock()
+
+
+def _forget(future: Future) -> None:
+    with _in_flight_lock:
+        _in_flight.discard(future)
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -44,9 +52,16 @@ def _pool() -> ThreadPoolExecutor:
     return _in_process_pool
 
 
-def _run_in_process(task: Any, args: tuple, kwargs: dict) -> None:
+def _run_in_process(task: Any, args: tuple, kwargs: dict, expires_at: float) -> None:
     from django.db import close_old_connections
 
+    from chat import metrics
+
+    if time.monotonic() > expires_at:
+        # Queued behind a busy pool past its expiry, as a worker would drop it: stale work (a prefetch
+        # for a turn that came already) would only take CPU from the answers streaming beside it.
+        metrics.TASKS_QUEUED.labels(task=task.name, result="expired").inc()
+        return
     try:
         task.apply(args=args, kwargs=kwargs, throw=True)
     except Exception:  # noqa: BLE001 - a background task must never take the web process down
@@ -62,15 +77,19 @@ def enqueue(task: Any, *, args: tuple = (), kwargs: dict | None = None, expires:
     from chat import metrics
 
     kwargs = kwargs or {}
+    expires = expires if expires is not None else settings.CELERY_TASK_EXPIRES_SECONDS
     if settings.CELERY_TASKS_IN_PROCESS:
-        _in_flight.add(_pool().submit(_run_in_process, task, args, kwargs))
+        future = _pool().submit(_run_in_process, task, args, kwargs, time.monotonic() + expires)
+        with _in_flight_lock:
+            _in_flight.add(future)
+        future.add_done_callback(_forget)
         metrics.TASKS_QUEUED.labels(task=task.name, result="in_process").inc()
         return True
     try:
         task.apply_async(
             args=args,
             kwargs=kwargs,
-            expires=expires if expires is not None else settings.CELERY_TASK_EXPIRES_SECONDS,
+            expires=expires,
             retry=False,
         )
     except Exception as exc:  # noqa: BLE001 - broker down: the answer is already out, skip the extra work
@@ -90,6 +109,6 @@ def enqueue_on_commit(task: Any, *, args: tuple = (), kwargs: dict | None = None
 
 def in_process_wait(timeout: float = 10.0) -> None:
     """Wait for the in-process tasks queued so far (tests, and a clean shutdown)."""
-    pending = list(_in_flight)
+    with _in_flight_lock:
+        pending = list(_in_flight)
     wait(pending, timeout=timeout)
-    _in_flight.difference_update(f for f in pending if f.done())
