@@ -27,7 +27,7 @@ from prefetch.selectors import PrefetchLookup, cart_summary, prefetch_lookup
 from . import selectors
 from .compression import Chunk
 from .entities import Entities, refers_to_earlier_turns, resolve
-from .intents import IntentModel, IntentResult, classify
+from .intents import IntentResult, classify
 from .prompt_config import PromptConfig, prompt_config
 from .selectors import Memory
 from .threads import run_db
@@ -298,28 +298,20 @@ class ContextAssembler:
                                   answering=turn.client_message_id)
         elif self.naive:  # every turn verbatim, from the database
             memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
-                                  full_history=True)
+                                  full_history=True, answering=turn.client_message_id)
         else:
-            memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id)
+            memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id,
+                                  answering=turn.client_message_id)
         memory_task = _bounded("memory", memory_deadline, lambda: run_db(memory_call), Memory(), degraded, timings)
         retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
                                   lambda: run_db(_search, turn.text, filters), [], degraded, timings)
         config_task = _bounded("config", self.deadlines["store"], lambda: run_db(prompt_config), PromptConfig(),
                                degraded, timings)
         memory, retrieved, config = await self._gather(memory_task, retrieval_task, config_task)
-        index = await run_db(get_index)  # built by now (or by the retrieval thread): returns at once
-
-        current_id = _current_product_id(turn.page, index)
-        # The embedded index's own results serve entity resolution too (PostgreSQL ranks differently).
-        own_results = retrieved if "retrieval" not in degraded and not _uses_postgres() else None
-        entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
-                           focus_id=memory.focus_id, retrieved=own_results)
-        classify_turn = partial(classify, turn.text, previous_intent=memory.previous_intent,
-                                on_product_page=current_id is not None, mentions_product=bool(entities.product_ids),
-                                refers_to_previous=bool(entities.referenced_ids))
-        # A message before the warm-up finished must not train the model on the event loop (seconds).
-        intent = classify_turn() if IntentModel.ready() else await run_db(classify_turn)
-        product_ids, seed_id = self._products_for(intent, entities, retrieved, index, filters)
+        # Entities, intent and the products to present: CPU work (milliseconds), on a thread, where the
+        # event loop takes the GIL back within the switch interval, instead of blocking every other socket.
+        index, entities, intent, product_ids, seed_id = await run_db(
+            self._understand, turn, memory, retrieved if "retrieval" not in degraded else None, filters)
         # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
         lookup = None if self.naive else await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(
             prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
@@ -370,6 +362,21 @@ class ContextAssembler:
         )
         context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
         return context
+
+    @classmethod
+    def _understand(cls, turn: TurnInput, memory: Memory, retrieved: list[ScoredProduct] | None,
+                    filters: Filters) -> tuple[LexicalIndex, Entities, IntentResult, list[int], int | None]:
+        """What the message names or points at, its intent, and the products the answer presents."""
+        index = get_index()  # built by now (or by the retrieval thread): returns at once
+        current_id = _current_product_id(turn.page, index)
+        # The embedded index's own results serve entity resolution too (PostgreSQL ranks differently).
+        own_results = retrieved if retrieved is not None and not _uses_postgres() else None
+        entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
+                           focus_id=memory.focus_id, retrieved=own_results)
+        intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,
+                          mentions_product=bool(entities.product_ids), refers_to_previous=bool(entities.referenced_ids))
+        product_ids, seed_id = cls._products_for(intent, entities, retrieved or [], index, filters)
+        return index, entities, intent, product_ids, seed_id
 
     @staticmethod
     def _products_for(intent: IntentResult, entities: Entities, retrieved: list[ScoredProduct], index: LexicalIndex,

@@ -47,7 +47,7 @@ class FrameSink:
     resumed browser has them already.
     """
 
-    def __init__(self, consumer: "ChatConsumer", message_id: str, log: StreamLogWriter, progress: asyncio.Event,
+    def __init__(self, consumer: "ChatConsumer", message_id: str, log: StreamLogWriter | None, progress: asyncio.Event,
                  *, sent_through: int = -1) -> None:
         self.consumer = consumer
         self.message_id = message_id
@@ -62,7 +62,8 @@ class FrameSink:
             # asyncio.wait_for then returns the delta and drops the cancellation. Honour it here.
             raise asyncio.CancelledError
         self.progress.set()
-        self.log.append(index, text)
+        if self.log is not None:
+            self.log.append(index, text)
         if index > self.sent_through:
             await self.consumer.send(protocol.frame("delta", id=self.message_id, index=index, text=text))
 
@@ -70,13 +71,15 @@ class FrameSink:
         self.progress.set()
         self.consumer.answering = False  # the customer may send the next message now
         frame = protocol.frame("completed", id=self.message_id, text=text, products=products, metrics=metrics)
-        self.log.finish(streamlog.COMPLETED, frame)
+        if self.log is not None:
+            self.log.finish(streamlog.COMPLETED, frame)
         await self.consumer.send(frame)
 
     async def failed(self, code: str, message: str, retry_after: float | None = None) -> None:
         self.progress.set()
         self.consumer.answering = False
-        self.log.finish(streamlog.FAILED, protocol.error_frame(code, message, self.message_id, retry_after))
+        if self.log is not None:
+            self.log.finish(streamlog.FAILED, protocol.error_frame(code, message, self.message_id, retry_after))
         await self.consumer.send_error(code, message, self.message_id, retry_after)
 
 
@@ -164,40 +167,59 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _answer(self, message: ClientMessage, received_at: float, previous: asyncio.Task | None) -> None:
         progress = asyncio.Event()
         keepalive = asyncio.create_task(self._keepalive(progress))
-        log: StreamLogWriter | None = None
+        sink = FrameSink(self, message.id, None, progress)
         try:
             if previous is not None and not previous.done():
                 # The last answer is out but still being saved: its turn must be in the memory of this one.
                 await asyncio.wait([previous])
-            if self.conversation_id is None:
-                conversation = await run_db(services.conversation_open, session_key=self.session_key, conversation_id=None)
-                self.conversation_id = conversation.id
-            recorded = await run_db(services.user_turn_record, conversation_id=self.conversation_id,
-                                    client_message_id=message.id, text=message.text, page=message.page)
-            await self.send(protocol.frame("ack", id=message.id, conversation=str(self.conversation_id)))
-            self.answered[message.id] = self.answer_task
-            if not recorded.created:
+            new_conversation = self.conversation_id is None
+            if new_conversation:
+                self.conversation_id = uuid.uuid4()  # created with the message, while the context is assembled
+            conversation_id = self.conversation_id
+            # The message is committed (then acknowledged) while its context is assembled: the model is
+            # called, and the first delta sent, only once it is saved.
+            commit = asyncio.create_task(self._commit(message, conversation_id, new_conversation))
+            if settings.NAIVE_PIPELINE:  # the benchmark's naive pipeline: one step after another
+                await asyncio.wait([commit])
+            recorded: services.UserTurnResult | None = None
+
+            async def admitted() -> bool:
+                nonlocal recorded
+                recorded = await commit
+                if not recorded.created:
+                    return False
+                sink.log = StreamLogWriter.start(streamlog.message_key(conversation_id, message.id), text=message.text,
+                                                 page=message.page, on_stop=lambda: self._stop_from_elsewhere(message.id))
+                return True
+
+            turn = TurnInput(conversation_id, message.id, message.text, message.page, self.session_key)
+            await self._orchestrator().answer(turn, sink, received_at=received_at, admitted=admitted)
+            if recorded is not None and not recorded.created:
                 # A message id seen before (re-sent after a reconnect) is answered once.
                 if recorded.answer is not None and recorded.answer.status == TurnStatus.COMPLETE:
                     await self._send_saved_answer(message.id, recorded.answer.text, list(recorded.answer.product_skus),
                                                   recorded.answer.metrics)
                 else:
                     await self._catch_up(message.id, -1, progress)
-                return
-            key = streamlog.message_key(self.conversation_id, message.id)
-            log = StreamLogWriter.start(key, text=message.text, page=message.page,
-                                        on_stop=lambda: self._stop_from_elsewhere(message.id))
-            turn = TurnInput(self.conversation_id, message.id, message.text, message.page, self.session_key)
-            await self._orchestrator().answer(turn, FrameSink(self, message.id, log, progress), received_at=received_at)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - one broken answer must not close the socket
             logger.exception("answer %s failed", message.id)
-            if log is not None:
-                log.finish(streamlog.FAILED, protocol.error_frame("internal", INTERNAL_MESSAGE, message.id))
+            if sink.log is not None:
+                sink.log.finish(streamlog.FAILED, protocol.error_frame("internal", INTERNAL_MESSAGE, message.id))
             await self.send_error("internal", INTERNAL_MESSAGE, message.id)
         finally:
-            self._end(log, message.id, keepalive)
+            self._end(sink.log, message.id, keepalive)
+
+    async def _commit(self, message: ClientMessage, conversation_id: uuid.UUID,
+                      new_conversation: bool) -> services.UserTurnResult:
+        """Save the customer's message (in a new conversation, for the socket's first one), then `ack` it."""
+        recorded = await run_db(services.user_turn_record, conversation_id=conversation_id,
+                                client_message_id=message.id, text=message.text, page=message.page,
+                                new_conversation_session=self.session_key if new_conversation else None)
+        await self.send(protocol.frame("ack", id=message.id, conversation=str(conversation_id)))
+        self.answered[message.id] = self.answer_task
+        return recorded
 
     async def _resume(self, message_id: str, after: int, previous: asyncio.Task | None) -> None:
         progress = asyncio.Event()

@@ -17,7 +17,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
@@ -31,6 +31,7 @@ from prefetch.speculation import speculation_match
 from . import guardrails, metrics, selectors, services
 from .assembly import AssembledContext, ContextAssembler, TurnInput
 from .compression import CompressedPrompt, PromptCompressor, uncompressed
+from .pacing import pacer
 from .prompts import system_prompt
 from .llm import get_backend
 from .llm.base import LLMBackend, LLMError, LLMRequest, LLMStreamError, Route, TextDelta, Usage
@@ -42,8 +43,18 @@ logger = logging.getLogger(__name__)
 # A database that restarts (failover, a fast restart) is back within seconds: the answer is saved then.
 SAVE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
-# A prepared answer goes out in pieces of a few words, so the widget paints it as it paints a stream.
-PREPARED_PIECE = re.compile(r"(?:\S+\s*){1,4}|\s+")
+# A prepared answer goes out as a stream would: its first few words at once, then the rest in a few
+# frames (a stream's coalesced frames hold a few words each; these are all ready now).
+PREPARED_FIRST = re.compile(r"\s*(?:\S+\s*){1,4}")
+PREPARED_PIECE = re.compile(r"(?:\S+\s*){1,32}|\s+")
+
+
+def prepared_pieces(text: str) -> list[str]:
+    first = PREPARED_FIRST.match(text)
+    if first is None:
+        return [text] if text else []
+    return [first.group(), *PREPARED_PIECE.findall(text[first.end():])]
+
 
 class TurnSink(Protocol):
     """Where the answer goes (the consumer turns these into protocol frames)."""
@@ -67,6 +78,50 @@ class StreamOutcome:
     gaps: list[float] = field(default_factory=list)
     first_index: int = 0  # continuing an answer: the client has deltas 0 .. first_index - 1
     guardrail_flags: list[str] = field(default_factory=list)  # what the guardrails changed in the answer
+
+
+def _answer_save(turn: TurnInput, context: AssembledContext, text: str, status: TurnStatus, reason: str,
+                 presented_skus: list[str], turn_metrics: dict) -> None:
+    """The answer as it ended, then the next turn's memory (one trip to the database thread)."""
+    services.assistant_turn_record(conversation_id=turn.conversation_id, client_message_id=turn.client_message_id,
+                                   text=text, status=status, failure_reason=reason, intent=context.intent,
+                                   product_skus=presented_skus, question_skus=context.named_skus, metrics=turn_metrics)
+    selectors.memory_snapshot_store(conversation_id=turn.conversation_id)
+
+
+def _prefetch_bookkeeping(turn: TurnInput, context: AssembledContext, presented_skus: list[str], *,
+                          prefetch_next: bool) -> None:
+    """Count this turn's prefetch lookup; queue the prefetch (and speculation) for the next one."""
+    if not turn.continuing:  # the cut answer's turn counted this lookup already
+        prefetch_outcome_record(conversation_id=turn.conversation_id, lookup=context.prefetch,
+                                client_message_id=turn.client_message_id)
+    if prefetch_next:
+        ids = {p.sku: p.id for p in context.products}
+        prefetch_enqueue(context=context, session_key=turn.session_key,
+                         presented_ids=[ids[sku] for sku in presented_skus if sku in ids])
+
+
+_STREAM_END = object()
+
+
+async def _read_stream(stream: AsyncIterator, inbox: asyncio.Queue, outcome: StreamOutcome) -> None:
+    """Everything the model sends, into `inbox` as it arrives, then its end or its error.
+
+    The gaps between the model's deltas are recorded here, as the model made them (the inter-token metric).
+    """
+    last = None
+    try:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                now = time.perf_counter()
+                if last is not None:
+                    outcome.gaps.append(now - last)
+                last = now
+            inbox.put_nowait(event)
+    except Exception as exc:  # noqa: BLE001 - handed to the relay, which applies the policy
+        inbox.put_nowait(exc)
+        return
+    inbox.put_nowait(_STREAM_END)
 
 
 class Orchestrator:
@@ -94,19 +149,32 @@ class Orchestrator:
     # --- the turn ---------------------------------------------------------------------------
 
     async def answer(self, turn: TurnInput, sink: TurnSink, *, received_at: float | None = None, prefill: str = "",
-                     first_index: int = 0) -> None:
+                     first_index: int = 0, admitted: Callable[[], Awaitable[bool]] | None = None) -> None:
         """Answer `turn`, relaying deltas to `sink`.
 
         `prefill` continues an answer a dropped socket cut short (`resume`): the model writes what
         follows it, deltas are numbered from `first_index` (the ones the client has), and the
         `completed` text and the saved turn are the whole answer.
+
+        `admitted`: the message is being committed while its context is assembled; awaited before
+        the model is called and before anything reaches the sink. False: not to be answered here
+        (a message id answered before), and nothing is done.
         """
         received_at = received_at or time.perf_counter()
         if prefill:
             turn = dataclasses.replace(turn, continuing=True)
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
-        context = await self.assembler.assemble(turn)
+        try:
+            context = await self.assembler.assemble(turn)
+        except Exception:
+            provisioned.cancel()
+            if admitted is not None:
+                await admitted()  # the message is committed (and acknowledged) before the error goes out
+            raise
+        if admitted is not None and not await admitted():
+            provisioned.cancel()
+            return
         prepared, verdict = speculation_match(context) if not prefill else (None, "")
         if prepared is not None:
             provisioned.cancel()
@@ -163,7 +231,7 @@ class Orchestrator:
         outcome = StreamOutcome(route=Route("speculative", prepared.model_id),
                                 usage=Usage(input_tokens=prepared.prompt_tokens, output_tokens=prepared.output_tokens))
         try:
-            for piece in PREPARED_PIECE.findall(prepared.text):
+            for piece in prepared_pieces(prepared.text):
                 now = time.perf_counter()
                 outcome.first_token_at = outcome.first_token_at or now
                 await sink.delta(outcome.deltas, piece)
@@ -187,7 +255,8 @@ class Orchestrator:
         The deltas are out already; the widget replaces them with the `completed` text. Returns the
         products the answer presents.
         """
-        guarded = guardrails.guard_answer(outcome.text, context, catalog=await run_db(get_index))
+        # CPU work (milliseconds on a long answer): on a thread, so other sockets' deltas are not held up.
+        guarded = await run_db(lambda: guardrails.guard_answer(outcome.text, context, catalog=get_index()))
         if guarded.flags:
             logger.warning("guardrails changed answer %s: %s", turn.client_message_id, ", ".join(guarded.flags))
             for code in sorted(guarded.codes):
@@ -263,43 +332,72 @@ class Orchestrator:
                 outcome.retries += 1
 
     async def _relay(self, request: LLMRequest, sink: TurnSink, outcome: StreamOutcome, deadline: float) -> None:
-        """Relay each delta the moment the backend yields it."""
+        """Relay the model's deltas as they come: the first at once, the rest at most one frame per
+        window (chat.pacing: what arrived meanwhile goes out together, in order; 0: a frame each).
+
+        A reader task pulls the stream into an inbox, so waiting for the next frame's time never
+        cancels a read from the model.
+        """
+        window = pacer.window()
         stream: AsyncIterator = self.backend.stream(request)
-        last = None
+        inbox: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(_read_stream(stream, inbox, outcome))
+        pending: list[str] = []
+        sent_at = 0.0
+
+        async def flush() -> None:
+            nonlocal sent_at
+            text = "".join(pending)
+            pending.clear()
+            if outcome.first_token_at is None:
+                outcome.first_token_at = time.perf_counter()
+            sent_at = time.perf_counter()
+            await sink.delta(outcome.first_index + outcome.deltas, text)
+            outcome.deltas += 1
+            outcome.text += text
+
         try:
             while True:
-                if outcome.deltas == 0:
-                    timeout = max(0.001, deadline - time.perf_counter())
+                if pending:  # a frame is due at `sent_at + window`: take everything that came by then
+                    due = sent_at + window
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    pacer.observe(time.perf_counter() - due)
+                    window = pacer.window()
+                    events = []
                 else:
-                    timeout = settings.LLM_STALL_SECONDS
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can return a delta and drop a
-                    # cancellation (`stop`, a closed socket) that arrives in the same moment.
-                    async with asyncio.timeout(timeout):
-                        event = await stream.__anext__()
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as exc:
-                    what = "no first token before the deadline" if outcome.deltas == 0 else "the stream stalled"
-                    raise LLMStreamError(what) if outcome.deltas else LLMError(what) from exc
-                if isinstance(event, TextDelta):
-                    text = event.text
-                    if outcome.deltas == 0 and outcome.text[-1:].isspace():
-                        text = text.lstrip()  # the prefill ended in a space the model repeats
-                    if not text:
-                        continue
-                    now = time.perf_counter()
-                    if outcome.first_token_at is None:
-                        outcome.first_token_at = now
-                    elif last is not None:
-                        outcome.gaps.append(now - last)
-                    last = now
-                    await sink.delta(outcome.first_index + outcome.deltas, text)
-                    outcome.deltas += 1
-                    outcome.text += text
-                elif isinstance(event, Usage):
-                    outcome.usage = event
+                    timeout = max(0.001, deadline - time.perf_counter()) if outcome.deltas == 0 \
+                        else settings.LLM_STALL_SECONDS
+                    try:
+                        async with asyncio.timeout(timeout):
+                            events = [await inbox.get()]
+                    except TimeoutError as exc:
+                        what = "no first token before the deadline" if outcome.deltas == 0 else "the stream stalled"
+                        raise LLMStreamError(what) if outcome.deltas else LLMError(what) from exc
+                while not inbox.empty():
+                    events.append(inbox.get_nowait())
+                for event in events:
+                    if isinstance(event, TextDelta):
+                        text = event.text
+                        if outcome.deltas == 0 and not pending and outcome.text[-1:].isspace():
+                            text = text.lstrip()  # the prefill ended in a space the model repeats
+                        if text:
+                            pending.append(text)
+                            if not window:  # coalescing off: a frame per delta
+                                await flush()
+                    elif isinstance(event, Usage):
+                        outcome.usage = event
+                    else:  # the end of the stream, or its error: what came before it goes out first
+                        if pending:
+                            await flush()
+                        if isinstance(event, BaseException):
+                            raise event
+                        return
+                if pending and (outcome.deltas == 0 or time.perf_counter() - sent_at >= window):
+                    await flush()
         finally:
+            if not reader.done():
+                reader.cancel()
+            await asyncio.wait([reader])
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -343,11 +441,8 @@ class Orchestrator:
         for attempt, pause in enumerate((*SAVE_RETRY_PAUSES, None)):
             try:
                 # Safe to repeat (one row per message id): a database restarting now loses nothing.
-                await run_db(services.assistant_turn_record, conversation_id=turn.conversation_id,
-                             client_message_id=turn.client_message_id, text=outcome.text, status=status,
-                             failure_reason=reason, intent=context.intent, product_skus=presented_skus or [],
-                             question_skus=context.named_skus, metrics=turn_metrics)
-                await run_db(selectors.memory_snapshot_store, conversation_id=turn.conversation_id)
+                await run_db(_answer_save, turn, context, outcome.text, status, reason, presented_skus or [],
+                             turn_metrics)
                 break
             except (DatabaseError, InterfaceError) as exc:
                 if pause is None:
@@ -360,13 +455,8 @@ class Orchestrator:
                 logger.exception("could not save the assistant turn %s", turn.client_message_id)
                 break
         try:
-            if not turn.continuing:  # the cut answer's turn counted this lookup already
-                await run_db(prefetch_outcome_record, conversation_id=turn.conversation_id, lookup=context.prefetch,
-                             client_message_id=turn.client_message_id)
-            if status == TurnStatus.COMPLETE and not self.assembler.naive:
-                ids = {p.sku: p.id for p in context.products}
-                await run_db(prefetch_enqueue, context=context, session_key=turn.session_key,
-                             presented_ids=[ids[sku] for sku in presented_skus or [] if sku in ids])
+            await run_db(_prefetch_bookkeeping, turn, context, presented_skus or [],
+                         prefetch_next=status == TurnStatus.COMPLETE and not self.assembler.naive)
         except Exception:  # noqa: BLE001 - speculation never costs the customer anything
             logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)
 

@@ -67,8 +67,8 @@ def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TU
         rows = list(turns.order_by("-created_at", "-id").values("role", "text", "intent", "product_skus")
                     [: max(window, 6) + 1])
         rows.reverse()
-    # The newest row is the user message being answered now: it is not history.
-    history = rows[:-1] if rows and rows[-1]["role"] == Role.USER else rows
+    # The newest row is the user message being answered now: it is not history (excluded by id when known).
+    history = rows if answering else (rows[:-1] if rows and rows[-1]["role"] == Role.USER else rows)
     skus_by_answer = [r["product_skus"] for r in reversed(history) if r["role"] == Role.ASSISTANT and r["product_skus"]]
     if not any(len(skus) > 1 for skus in skus_by_answer):
         # The last list shown may be older than the window ("the first one" after several follow-ups).
@@ -132,15 +132,20 @@ def memory_key(conversation_id: uuid.UUID) -> str:
     return f"chat:memory:{conversation_id}"
 
 
-def conversation_memory_cached(*, conversation_id: uuid.UUID) -> Memory:
-    """The memory the last answer left in the cache for this turn, else the database's."""
+def conversation_memory_cached(*, conversation_id: uuid.UUID, answering: str = "") -> Memory:
+    """The memory the last answer left in the cache for this turn, else the database's.
+
+    `answering`: the message being answered, which may or may not be saved yet (it is saved
+    while the context is assembled); it is never history.
+    """
     from django.core.cache import cache
 
     try:
         snapshot = cache.get(memory_key(conversation_id))
     except Exception:  # noqa: BLE001 - the cache is an accelerator
         snapshot = None
-    return snapshot if snapshot is not None else conversation_memory(conversation_id=conversation_id)
+    return snapshot if snapshot is not None else conversation_memory(conversation_id=conversation_id,
+                                                                      answering=answering)
 
 
 def memory_snapshot_store(*, conversation_id: uuid.UUID) -> None:

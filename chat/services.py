@@ -48,15 +48,20 @@ class UserTurnResult:
     answer: Turn | None  # the saved answer when this message id was already answered
 
 
-def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, page: dict) -> UserTurnResult:
-    """Commit the customer's message before anything else happens (no turn is ever lost).
+def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text: str, page: dict,
+                     new_conversation_session: str | None = None) -> UserTurnResult:
+    """Commit the customer's message before the model is called (no turn is ever lost).
 
     A message id seen before in this conversation is not stored twice. E-mail addresses, phone
     and card numbers are masked in what is stored (the model still sees this turn's message).
+    `new_conversation_session`: the conversation starts with this message, for that session
+    (one round trip for a socket's first message).
     """
     text = mask_pii(text)
     try:
         with transaction.atomic():
+            if new_conversation_session is not None:
+                Conversation.objects.create(id=conversation_id, session_key=new_conversation_session)
             turn = Turn.objects.create(conversation_id=conversation_id, role=Role.USER,
                                        client_message_id=client_message_id, text=text, page=page)
             Conversation.objects.filter(id=conversation_id).update(

@@ -354,6 +354,15 @@ STORE_DEMO_ORDERS = env_bool("STORE_DEMO_ORDERS", not PRODUCTION)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32_768, minimum=1024)
 CHAT_KEEPALIVE_SECONDS = env_float("CHAT_KEEPALIVE_SECONDS", 5.0, minimum=0.1)
+# The first delta of an answer goes out the moment it arrives; after it, what the model sends within
+# this many ms of the last frame goes out in one frame. A browser paints at most every 16 ms, so the
+# customer sees no difference, while the event loop writes a fraction of the frames (0: one each).
+CHAT_DELTA_COALESCE_MS = env_float("CHAT_DELTA_COALESCE_MS", 20.0, minimum=0.0)
+# When the event loop falls behind, the window grows with its lateness up to this (chat/pacing.py).
+CHAT_DELTA_COALESCE_MAX_MS = env_float("CHAT_DELTA_COALESCE_MAX_MS", 100.0, minimum=0.0)
+# How long a thread (ORM, in-process tasks) may hold the GIL before the event loop takes it back
+# (mangaassist/asgi.py; CPython's default is 5 ms).
+CHAT_GIL_SWITCH_INTERVAL_MS = env_float("CHAT_GIL_SWITCH_INTERVAL_MS", 0.5, minimum=0.05)
 # Rate limits: messages per window, per connection and per client IP.
 CHAT_RATE_LIMIT_PER_CONNECTION = env_int("CHAT_RATE_LIMIT_PER_CONNECTION", 20, minimum=1)
 CHAT_RATE_LIMIT_PER_IP = env_int("CHAT_RATE_LIMIT_PER_IP", 60, minimum=1)

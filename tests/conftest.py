@@ -17,14 +17,19 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_state() -> None:
-    """Each test starts with an empty cache, a rebuilt index and an instant simulated model."""
+def _fresh_process_state(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each test starts with an empty cache, a rebuilt index and an instant simulated model.
+
+    Its deltas are relayed one frame each (no coalescing), so tests can count them;
+    tests/chat/test_coalescing.py checks the coalescing of a paced model.
+    """
     from catalog.retrieval import index_holder
     from chat.consumers import ChatConsumer
     from chat.llm.simulated import SimulatedBackend
     from chat.orchestrator import Orchestrator
     from mangaassist.celery import in_process_wait
 
+    settings.CHAT_DELTA_COALESCE_MS = 0
     cache.clear()
     index_holder.reset()
     ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="instant", seed=7))
