@@ -32,7 +32,7 @@ def _warm_up_before_the_pool_forks(**_: Any) -> None:
     building: the main process loads them before it forks, and every pool child inherits them."""
     from .warmup import warm_up
 
-    warm_up(pool_connections=False)
+    warm_up(pool_connections=False, freeze=True)
 
 
 _in_process_pool: ThreadPoolExecutor | None = None
