@@ -25,6 +25,8 @@ COMMON_ENV = {
     "DJANGO_LOG_LEVEL": "WARNING",
     "PYTHONUNBUFFERED": "1",
     "DJANGO_DEBUG": "false",
+    # As in production: each web process warms up (index, intent model, GC freeze) before /healthz is 200.
+    "MANGAASSIST_WARMUP": "true",
 }
 
 PROFILES = ("simulated", "instant", "bedrock-fake", "openai-fake", "local")
