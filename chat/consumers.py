@@ -39,6 +39,12 @@ FOLLOW_POLL_SECONDS = 0.05  # following an answer produced on another socket: ho
 INTERNAL_MESSAGE = "Something went wrong on our side. Please try again."
 
 
+def _log_lost_commit(task: asyncio.Task) -> None:
+    """A message whose save failed after its answer was cancelled (nobody awaits it then): say so."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("saving a customer message failed", exc_info=task.exception())
+
+
 class FrameSink:
     """Turns orchestrator events into frames on this socket, and logs them in the answer's stream log.
 
@@ -179,6 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # The message is committed (then acknowledged) while its context is assembled: the model is
             # called, and the first delta sent, only once it is saved.
             commit = asyncio.create_task(self._commit(message, conversation_id, new_conversation))
+            commit.add_done_callback(_log_lost_commit)
             if settings.NAIVE_PIPELINE:  # the benchmark's naive pipeline: one step after another
                 await asyncio.wait([commit])
             recorded: services.UserTurnResult | None = None
@@ -214,9 +221,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _commit(self, message: ClientMessage, conversation_id: uuid.UUID,
                       new_conversation: bool) -> services.UserTurnResult:
         """Save the customer's message (in a new conversation, for the socket's first one), then `ack` it."""
-        recorded = await run_db(services.user_turn_record, conversation_id=conversation_id,
-                                client_message_id=message.id, text=message.text, page=message.page,
-                                new_conversation_session=self.session_key if new_conversation else None)
+        try:
+            recorded = await run_db(services.user_turn_record, conversation_id=conversation_id,
+                                    client_message_id=message.id, text=message.text, page=message.page,
+                                    new_conversation_session=self.session_key if new_conversation else None)
+        except BaseException:
+            if new_conversation and self.conversation_id == conversation_id:
+                self.conversation_id = None  # never created: the next message starts it again
+            raise
         await self.send(protocol.frame("ack", id=message.id, conversation=str(conversation_id)))
         self.answered[message.id] = self.answer_task
         return recorded

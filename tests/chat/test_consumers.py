@@ -179,6 +179,34 @@ class ConversationTests:
         count = await sync_to_async(Turn.objects.filter(client_message_id="d1").count)()
         assert count == 2  # one user turn, one answer
 
+    async def test_a_first_message_that_could_not_be_saved_leaves_no_phantom_conversation(
+            self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The first message creates the conversation with it: if that save fails, the next one starts it."""
+        from django.db import OperationalError
+
+        from chat import services
+        from chat.models import Conversation
+
+        save = services.user_turn_record
+        calls = []
+
+        def failing_once(**kwargs):  # type: ignore[no-untyped-def]
+            calls.append(kwargs)
+            if len(calls) == 1:
+                raise OperationalError("database is locked")
+            return save(**kwargs)
+
+        monkeypatch.setattr(services, "user_turn_record", failing_once)
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a seinen manga", "f1")
+        assert frames[-1]["type"] == "error" and frames[-1]["code"] == "internal"
+        assert not [f for f in frames if f["type"] in ("ack", "delta")]  # nothing answered an unsaved message
+        frames = await chat.ask("Recommend a seinen manga", "f2")
+        assert frames[0]["type"] == "ack" and frames[-1]["type"] == "completed"
+        assert await sync_to_async(Conversation.objects.filter(id=frames[0]["conversation"]).exists)()
+        assert calls[1]["new_conversation_session"] is not None
+        await chat.ws.disconnect()
+
 
 class FrameSinkTests:
     async def test_a_delta_that_arrives_as_the_answer_is_cancelled_is_neither_sent_nor_logged(self) -> None:
