@@ -64,11 +64,14 @@ class ScaledStack:
 
         `extra_env` overrides the stack's environment for this process only (another model pace,
         another metrics directory). `launcher` replaces `-m daphne` (e.g. a profiling wrapper that
-        takes daphne's arguments).
+        takes daphne's arguments). The process warms up (index, intent model) before /healthz says
+        ready, as in production, even where the test process turned its own warm-up off: cold, its
+        first customer would pay seconds of intent-model training inside the first-token deadline.
         """
         port = port or free_port()
         process = self.start(name, sys.executable, *launcher, "-b", "127.0.0.1", "-p", str(port),
-                             "mangaassist.asgi:application", extra_env=extra_env)
+                             "mangaassist.asgi:application",
+                             extra_env={"MANGAASSIST_WARMUP": "true", **(extra_env or {})})
         base = f"http://127.0.0.1:{port}"
         self.web_processes[base] = process
         deadline = time.monotonic() + timeout

@@ -174,8 +174,10 @@ def own_stack(scaled_stack: ScaledStack, tmp_path: Path) -> Iterator[dict[str, A
         redis_url = redis_server_start(scaled_stack, tmp_path)
         # Warmed up before /healthz says ready, as in production (tests/conftest.py turns that off for
         # in-process tests; cold, the first answer's intent-model training blocks the event loop for seconds).
+        # A frame per model delta (no coalescing): the client's count of deltas is then the model's, which
+        # the inter-token histogram counts gaps of.
         env = {**MODEL_PACE, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "REDIS_URL": redis_url,
-               "MANGAASSIST_WARMUP": "true"}
+               "MANGAASSIST_WARMUP": "true", "CHAT_DELTA_COALESCE_MS": "0"}
         web_a = scaled_stack.start_web("metrics-web-a", extra_env=env)
         web_b = scaled_stack.start_web("metrics-web-b", extra_env=env)
         # Two threads: a slow speculative answer (prefetch.speculate) must not hold up the quick prefetch

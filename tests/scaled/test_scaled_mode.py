@@ -65,6 +65,7 @@ class ScaledModeTests:
         async with connect(_ws(web_a), origin=web_a, additional_headers=headers) as ws:
             frames = await _ask(ws, "Recommend a shonen manga like Dragon Ball", "s1")
         conversation = frames[0]["conversation"]
+        assert frames[-1]["type"] == "completed", frames
         shown = frames[-1]["products"]
         assert frames[-1]["type"] == "completed" and len(shown) == 3, frames[-1]
 
