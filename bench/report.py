@@ -360,6 +360,16 @@ def peer_markdown(peer: dict[str, Any]) -> list[str]:
 
 # --- charts ---------------------------------------------------------------------------------
 
+def _save(fig: Any, path: Path) -> str:
+    """Write one chart and free it; its file name, for the report."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def charts(run: dict[str, Any], out: Path) -> list[str]:
     """PNG charts next to the report; their file names."""
     import matplotlib
@@ -384,10 +394,7 @@ def charts(run: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("first token (ms, log scale)")
         ax.set_title("First token seen by the client, per pass")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "first_token.png", dpi=110)
-        plt.close(fig)
-        names.append("first_token.png")
+        names.append(_save(fig, out / "first_token.png"))
     growth = run["comparisons"]["overhead_growth"]
     if growth:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -406,10 +413,7 @@ def charts(run: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("service overhead before the first token (ms)")
         ax.set_title("Service overhead as load grows")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "overhead_growth.png", dpi=110)
-        plt.close(fig)
-        names.append("overhead_growth.png")
+        names.append(_save(fig, out / "overhead_growth.png"))
     peer = run.get("peer")
     if peer and peer.get("rows"):
         rows = peer["rows"]
@@ -422,10 +426,7 @@ def charts(run: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("client first token (ms)")
         ax.set_title("Same upstream: direct, through LiteLLM, through MangaAssist")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "peer.png", dpi=110)
-        plt.close(fig)
-        names.append("peer.png")
+        names.append(_save(fig, out / "peer.png"))
     if summaries:
         processes = sorted({u["name"] for s in summaries for u in s["usage"]})
         fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(summaries) + 2), 4.5))
@@ -439,10 +440,7 @@ def charts(run: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("mean CPU % (100 = one core)")
         ax.set_title("CPU per process during each pass")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "cpu.png", dpi=110)
-        plt.close(fig)
-        names.append("cpu.png")
+        names.append(_save(fig, out / "cpu.png"))
     return names
 
 

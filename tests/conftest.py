@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator, NoReturn
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -39,16 +39,19 @@ def _fresh_process_state(settings) -> None:  # type: ignore[no-untyped-def]
     index_holder.reset()
 
 
-def require_service(service: str, url: str, port: int) -> None:
-    """Skip where a service is unreachable, with the reason; under CI (CI=true) every test runs, so fail."""
-    from bench.stack import reachable
-
-    if reachable(url, port):
-        return
-    reason = f"needs {service} at {url}, which is not reachable"
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose service or tool is missing, with the reason; under CI (CI=true) every test runs, so fail."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason + " (CI runs every test)")
     pytest.skip(reason)
+
+
+def require_service(service: str, url: str, port: int) -> None:
+    """Skip (or, under CI, fail) where a service is unreachable."""
+    from bench.stack import reachable
+
+    if not reachable(url, port):
+        skip_or_fail(f"needs {service} at {url}, which is not reachable")
 
 
 SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"

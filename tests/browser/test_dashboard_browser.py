@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,33 +12,20 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from chat.selectors_dashboard import HOUR
+from tests.browser.chromium import chromium
 from tests.chat.test_dashboard import records_create
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
 ARTIFACT = Path(__file__).resolve().parent.parent.parent / "artifacts" / "dashboard.png"
 PASSWORD = "browser-test-only-password"
 
 
-def _missing(reason: str) -> None:
-    """Skip where the browser is not installed; in CI (CI=true) it must be, so fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install playwright==1.65.2; no `playwright install` needed)")
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (Debian: apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    """Per test: the data fixtures run before Playwright's event loop starts on this thread."""
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

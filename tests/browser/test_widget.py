@@ -32,11 +32,10 @@ import httpx
 import pytest
 
 from bench.stack import free_port
+from tests.browser.chromium import chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
 QUESTION = "Recommend a shonen manga like Dragon Ball"
 # The simulated model at a Bedrock-like pace, but decoding 20 ms per token instead of 5: an answer
 # lasts a few seconds, so a reload, a stop or a killed process reliably lands mid-answer.
@@ -98,12 +97,6 @@ FOCUSED = """() => {
   return focused ? (focused.id || focused.className || focused.localName) : null;
 }"""
 
-
-def _missing(reason: str) -> None:
-    """Skip where a tool is not installed; in CI (CI=true) everything must be there, so fail."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI runs every test)")
-    pytest.skip(reason)
 
 
 # --- Processes -------------------------------------------------------------------------------
@@ -188,16 +181,8 @@ def store(embedded: WebProcesses) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install playwright==1.65.2; no `playwright install` needed)")
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (Debian: apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

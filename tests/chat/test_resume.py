@@ -40,6 +40,23 @@ class RecordingBackend(SimulatedBackend):
             yield event
 
 
+async def _question_logged(message_id: str, logged: list[str]) -> tuple[tuple[bytes, bytes], str, str]:
+    """A conversation whose question `message_id` is saved and whose log holds `logged` deltas of an
+    open answer, as a producer killed mid-answer leaves them: (session cookie, conversation, log key)."""
+    from chat import services
+
+    cookie = await _session_cookie()
+    first = await open_chat(headers=[ORIGIN, cookie])
+    conversation = (await first.ask("Hello", "h1"))[0]["conversation"]
+    await first.ws.disconnect()
+    await sync_to_async(services.user_turn_record)(conversation_id=conversation, client_message_id=message_id,
+                                                   text=QUESTION, page={})
+    key = streamlog.message_key(conversation, message_id)
+    cache.set_many({f"{key}:head": {"n": len(logged), "state": "open", "final": None}, f"{key}:c:0": logged,
+                    f"{key}:meta": {"text": QUESTION, "page": {}}}, timeout=60)
+    return cookie, conversation, key
+
+
 def _use(decode_ms: float = 10, prefill_ms: float = 60) -> RecordingBackend:
     """A model slow enough to leave a socket mid-answer."""
     from django.conf import settings
@@ -240,20 +257,9 @@ class ResumeTests:
 
     async def test_log_of_a_killed_producer_is_continued_once_its_lock_expires(self, paced: RecordingBackend) -> None:
         """SIGKILL: no partial answer saved, the lock left to expire, the log holding what was sent."""
-        from chat import services
-
         whole = await _whole_answer()
         reference = [(i, text) for i, text in enumerate(_split(whole["text"]))]
-        cookie = await _session_cookie()
-        first = await open_chat(headers=[ORIGIN, cookie])
-        conversation = (await first.ask("Hello", "h1"))[0]["conversation"]
-        await first.ws.disconnect()
-        await sync_to_async(services.user_turn_record)(conversation_id=conversation, client_message_id="k1",
-                                                       text=QUESTION, page={})
-        key = streamlog.message_key(conversation, "k1")
-        cache.set_many({f"{key}:head": {"n": 3, "state": "open", "final": None},
-                        f"{key}:c:0": [text for _, text in reference[:3]],
-                        f"{key}:meta": {"text": QUESTION, "page": {}}}, timeout=60)
+        cookie, conversation, key = await _question_logged("k1", [text for _, text in reference[:3]])
         cache.set(f"{key}:lock", "the-killed-process", timeout=1)
 
         second = await _reopen(cookie, conversation)
@@ -270,19 +276,9 @@ class ResumeTests:
     async def test_a_browser_ahead_of_the_log_gets_only_what_it_lacks(self, paced: RecordingBackend) -> None:
         """Killed inside a batch on Redis: the browser painted deltas the log never got. The continuation
         writes them again (into the log); the browser is sent only the ones after its own."""
-        from chat import services
-
         whole = await _whole_answer()
         reference = _split(whole["text"])
-        cookie = await _session_cookie()
-        first = await open_chat(headers=[ORIGIN, cookie])
-        conversation = (await first.ask("Hello", "h1"))[0]["conversation"]
-        await first.ws.disconnect()
-        await sync_to_async(services.user_turn_record)(conversation_id=conversation, client_message_id="a1",
-                                                       text=QUESTION, page={})
-        key = streamlog.message_key(conversation, "a1")
-        cache.set_many({f"{key}:head": {"n": 3, "state": "open", "final": None}, f"{key}:c:0": reference[:3],
-                        f"{key}:meta": {"text": QUESTION, "page": {}}}, timeout=60)
+        cookie, conversation, key = await _question_logged("a1", reference[:3])
 
         second = await _reopen(cookie, conversation)
         await second.send({"type": "resume", "id": "a1", "after": 5})  # it has deltas 0-5; the log 0-2

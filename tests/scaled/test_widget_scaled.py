@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from django.core.cache.backends.redis import RedisCache
 
-from bench.stack import POSTGRES_URL, ScaledStack, drop_database, fresh_database, free_port
+from bench.stack import ScaledStack, free_port
 from chat import streamlog
 from tests.browser.test_widget import (PACED, QUESTION, Chat, TcpSwitch, _delta_indexes, browser,  # noqa: F401
                                        new_page)
-from tests.conftest import require_service
+from tests.scaled.conftest import scaled_stack_on
 
 pytestmark = pytest.mark.scaled
 
@@ -51,21 +51,8 @@ SOCKET_ATTEMPTS = """
 
 @pytest.fixture(scope="module")
 def widget_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledStack]:
-    require_service("Redis", REDIS_URL, 6379)
-    require_service("PostgreSQL", POSTGRES_URL, 5432)
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": fresh_database(DATABASE), "PYTHONUNBUFFERED": "1"}
-    env.pop("MANGAASSIST_WARMUP", None)  # the test process turns the warm-up off for itself, not for daphne
-    stack = ScaledStack(env=env, processes=[], logs=tmp_path_factory.mktemp("widget-scaled-logs"))
-    stack.manage("migrate", "--noinput")
-    stack.manage("load_demo_catalog")
-    try:
+    with scaled_stack_on(REDIS_URL, DATABASE, dict(os.environ), tmp_path_factory.mktemp("widget-scaled-logs")) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        drop_database(DATABASE)
 
 
 def _saved_answers(stack: ScaledStack, message_id: str) -> int:
