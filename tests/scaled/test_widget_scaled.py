@@ -112,7 +112,12 @@ class WidgetScaledTests:
         assert indexes == list(range(len(indexes)))  # every delta once, in order, across the crash
         saved = chat.saved_answer(before["id"])
         shown = chat.answer(before["id"])
-        assert saved["status"] == "complete" and shown["text"] == saved["text"] and not shown["repaired"]
+        assert saved["status"] == "complete" and shown["text"] == saved["text"]
+        # Painted frames the log never got (the kill cut its last batch) are written anew from the logged
+        # text: their words (a real model's would differ too) and their frames (coalesced in time) need not
+        # fall where the lost ones did, so the widget corrects its text from `completed`. Only then.
+        browser_ahead_of_log = resumes[0]["after"] >= head["n"]
+        assert not shown["repaired"] or browser_ahead_of_log, (resumes[0], head)
         assert page.locator(".msg.error").count() == 0
 
         # Reconnecting backed off: each wait at least as long as the one before (jitter within the doubling).
