@@ -29,7 +29,7 @@ from .orchestrator import Orchestrator
 from .protocol import ClientMessage, ProtocolError
 from .ratelimit import ConnectionLimiter, ip_check
 from .streamlog import StreamLogWriter
-from .threads import run_db
+from .threads import run_background, run_db
 
 logger = logging.getLogger(__name__)
 
@@ -442,9 +442,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                     conversation_id: uuid.UUID) -> None:
         if answer is not None and not answer.done():
             await asyncio.wait([answer], timeout=CLIENT_TIMING_WAIT_SECONDS)
-        await run_db(services.turn_record_client_timing, conversation_id=conversation_id,
-                     client_message_id=reported.id, first_token_ms=reported.first_token_ms,
-                     total_ms=reported.total_ms)
+        await run_background(services.turn_record_client_timing, conversation_id=conversation_id,
+                             client_message_id=reported.id, first_token_ms=reported.first_token_ms,
+                             total_ms=reported.total_ms)
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from .prompts import system_prompt
 from .llm import get_backend
 from .llm.base import LLMBackend, LLMError, LLMRequest, LLMStreamError, Route, TextDelta, Usage
 from .models import TurnStatus
-from .threads import run_db
+from .threads import gate, run_background, run_db
 
 logger = logging.getLogger(__name__)
 
@@ -101,15 +101,28 @@ def _prefetch_bookkeeping(turn: TurnInput, context: AssembledContext, presented_
                          presented_ids=[ids[sku] for sku in presented_skus if sku in ids])
 
 
+@dataclass
+class _Ready:
+    """A turn prepared for its answer: a prepared (speculative) answer, or the model request."""
+
+    context: AssembledContext
+    verdict: str  # speculation's verdict on this turn ("" when nothing was prepared)
+    prepared: PreparedAnswer | None = None
+    prompt: CompressedPrompt | None = None
+    routes: list[Route] = field(default_factory=list)
+    request: LLMRequest | None = None
+
+
 _STREAM_END = object()
 
 
-async def _read_stream(stream: AsyncIterator, inbox: asyncio.Queue, outcome: StreamOutcome) -> None:
+async def _read_stream(stream: AsyncIterator, inbox: asyncio.Queue, outcome: StreamOutcome, *,
+                       last: float | None = None) -> None:
     """Everything the model sends, into `inbox` as it arrives, then its end or its error.
 
-    The gaps between the model's deltas are recorded here, as the model made them (the inter-token metric).
+    The gaps between the model's deltas are recorded here, as the model made them (the inter-token
+    metric); `last`: when the delta before these arrived.
     """
-    last = None
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
@@ -163,29 +176,16 @@ class Orchestrator:
         received_at = received_at or time.perf_counter()
         if prefill:
             turn = dataclasses.replace(turn, continuing=True)
-        # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
-        provisioned = asyncio.create_task(self._provisioned_route())
-        try:
-            context = await self.assembler.assemble(turn)
-        except Exception:
-            provisioned.cancel()
-            if admitted is not None:
-                await admitted()  # the message is committed (and acknowledged) before the error goes out
-            raise
-        if admitted is not None and not await admitted():
-            provisioned.cancel()
+        # Until the model is called, this turn is the process's foreground: background jobs wait (chat.threads).
+        with gate.foreground():
+            ready = await self._prepare(turn, admitted, prefill)
+        if ready is None:
             return
-        prepared, verdict = speculation_match(context) if not prefill else (None, "")
-        if prepared is not None:
-            provisioned.cancel()
-            await self._serve_prepared(turn, context, prepared, sink, received_at)
+        context, verdict = ready.context, ready.verdict
+        if ready.prepared is not None:
+            await self._serve_prepared(turn, context, ready.prepared, sink, received_at)
             return
-        prompt = self.compress(context)
-        routes = self.routes()
-        provisioned_route = await provisioned
-        if provisioned_route is not None:
-            routes = [provisioned_route, *routes]  # a 429 there falls back to on-demand (policy below)
-        request = self.request_for(context, prompt, routes[0], prefill=prefill)
+        prompt, routes, request = ready.prompt, ready.routes, ready.request
         overhead = time.perf_counter() - received_at
         metrics.ORCHESTRATOR_OVERHEAD.labels(context.intent).observe(overhead)
         outcome = StreamOutcome(text=prefill, first_index=first_index)
@@ -215,6 +215,33 @@ class Orchestrator:
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
+
+    async def _prepare(self, turn: TurnInput, admitted: Callable[[], Awaitable[bool]] | None,
+                       prefill: str) -> "_Ready | None":
+        """The context, then an answer prepared for it or the model request; None: not to be answered."""
+        # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
+        provisioned = asyncio.create_task(self._provisioned_route())
+        try:
+            context = await self.assembler.assemble(turn)
+        except Exception:
+            provisioned.cancel()
+            if admitted is not None:
+                await admitted()  # the message is committed (and acknowledged) before the error goes out
+            raise
+        if admitted is not None and not await admitted():
+            provisioned.cancel()
+            return None
+        prepared, verdict = speculation_match(context) if not prefill else (None, "")
+        if prepared is not None:
+            provisioned.cancel()
+            return _Ready(context, verdict, prepared=prepared)
+        prompt = self.compress(context)
+        routes = self.routes()
+        provisioned_route = await provisioned
+        if provisioned_route is not None:
+            routes = [provisioned_route, *routes]  # a 429 there falls back to on-demand (policy below)
+        return _Ready(context, verdict, prompt=prompt, routes=routes,
+                      request=self.request_for(context, prompt, routes[0], prefill=prefill))
 
     def request_for(self, context: AssembledContext, prompt: CompressedPrompt, route: Route, *,
                     max_tokens: int | None = None, prefill: str = "") -> LLMRequest:
@@ -335,13 +362,13 @@ class Orchestrator:
         """Relay the model's deltas as they come: the first at once, the rest at most one frame per
         window (chat.pacing: what arrived meanwhile goes out together, in order; 0: a frame each).
 
-        A reader task pulls the stream into an inbox, so waiting for the next frame's time never
-        cancels a read from the model.
+        The first delta is read here and sent straight on. After it a reader task pulls the stream
+        into an inbox, so waiting for the next frame's time never cancels a read from the model.
         """
         window = pacer.window()
         stream: AsyncIterator = self.backend.stream(request)
         inbox: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.create_task(_read_stream(stream, inbox, outcome))
+        reader: asyncio.Task | None = None
         pending: list[str] = []
         sent_at = 0.0
 
@@ -356,7 +383,30 @@ class Orchestrator:
             outcome.deltas += 1
             outcome.text += text
 
+        def take(event: TextDelta | Usage) -> None:
+            if isinstance(event, Usage):
+                outcome.usage = event
+                return
+            text = event.text
+            if outcome.deltas == 0 and not pending and outcome.text[-1:].isspace():
+                text = text.lstrip()  # the prefill ended in a space the model repeats
+            if text:
+                pending.append(text)
+
         try:
+            # Up to the first word, without a task in between: one turn of the event loop less to wait.
+            try:
+                async with asyncio.timeout(max(0.001, deadline - time.perf_counter())):
+                    while not pending:
+                        event = await anext(stream, _STREAM_END)
+                        if event is _STREAM_END:
+                            return
+                        take(event)
+            except TimeoutError as exc:
+                raise LLMError("no first token before the deadline") from exc
+            first_at = time.perf_counter()
+            await flush()
+            reader = asyncio.create_task(_read_stream(stream, inbox, outcome, last=first_at))
             while True:
                 if pending:  # a frame is due at `sent_at + window`: take everything that came by then
                     due = sent_at + window
@@ -365,39 +415,31 @@ class Orchestrator:
                     window = pacer.window()
                     events = []
                 else:
-                    timeout = max(0.001, deadline - time.perf_counter()) if outcome.deltas == 0 \
-                        else settings.LLM_STALL_SECONDS
                     try:
-                        async with asyncio.timeout(timeout):
+                        async with asyncio.timeout(settings.LLM_STALL_SECONDS):
                             events = [await inbox.get()]
                     except TimeoutError as exc:
-                        what = "no first token before the deadline" if outcome.deltas == 0 else "the stream stalled"
-                        raise LLMStreamError(what) if outcome.deltas else LLMError(what) from exc
+                        raise LLMStreamError("the stream stalled") from exc
                 while not inbox.empty():
                     events.append(inbox.get_nowait())
                 for event in events:
-                    if isinstance(event, TextDelta):
-                        text = event.text
-                        if outcome.deltas == 0 and not pending and outcome.text[-1:].isspace():
-                            text = text.lstrip()  # the prefill ended in a space the model repeats
-                        if text:
-                            pending.append(text)
-                            if not window:  # coalescing off: a frame per delta
-                                await flush()
-                    elif isinstance(event, Usage):
-                        outcome.usage = event
-                    else:  # the end of the stream, or its error: what came before it goes out first
-                        if pending:
+                    if isinstance(event, (TextDelta, Usage)):
+                        take(event)
+                        if pending and not window:  # coalescing off: a frame per delta
                             await flush()
-                        if isinstance(event, BaseException):
-                            raise event
-                        return
-                if pending and (outcome.deltas == 0 or time.perf_counter() - sent_at >= window):
+                        continue
+                    if pending:  # the end of the stream, or its error: what came before it goes out first
+                        await flush()
+                    if isinstance(event, BaseException):
+                        raise event
+                    return
+                if pending and time.perf_counter() - sent_at >= window:
                     await flush()
         finally:
-            if not reader.done():
-                reader.cancel()
-            await asyncio.wait([reader])
+            if reader is not None:
+                if not reader.done():
+                    reader.cancel()
+                await asyncio.wait([reader])
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -441,8 +483,8 @@ class Orchestrator:
         for attempt, pause in enumerate((*SAVE_RETRY_PAUSES, None)):
             try:
                 # Safe to repeat (one row per message id): a database restarting now loses nothing.
-                await run_db(_answer_save, turn, context, outcome.text, status, reason, presented_skus or [],
-                             turn_metrics)
+                await run_background(_answer_save, turn, context, outcome.text, status, reason,
+                                     presented_skus or [], turn_metrics)
                 break
             except (DatabaseError, InterfaceError) as exc:
                 if pause is None:
@@ -455,8 +497,8 @@ class Orchestrator:
                 logger.exception("could not save the assistant turn %s", turn.client_message_id)
                 break
         try:
-            await run_db(_prefetch_bookkeeping, turn, context, presented_skus or [],
-                         prefetch_next=status == TurnStatus.COMPLETE and not self.assembler.naive)
+            await run_background(_prefetch_bookkeeping, turn, context, presented_skus or [],
+                                 prefetch_next=status == TurnStatus.COMPLETE and not self.assembler.naive)
         except Exception:  # noqa: BLE001 - speculation never costs the customer anything
             logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)
 

@@ -1,16 +1,28 @@
-"""Running blocking work (ORM, botocore, llama.cpp) off the event loop.
+"""Running blocking work (ORM, botocore, llama.cpp) off the event loop, the customer's wait first.
 
-One shared pool sized for the ORM: `thread_sensitive=False` so a hundred
-conversations do not queue behind one thread, and Django's connection
-housekeeping around each call as Channels does.
+Three lanes:
+- `run_db` / `submit_db`: the customer's path (context sources, the message's commit). One shared
+  pool sized for the ORM: `thread_sensitive=False` so a hundred conversations do not queue behind
+  one thread, and Django's connection housekeeping around each call as Channels does.
+- `run_assembly`: a turn's context assembly, one hop off the event loop. It fans its sources out
+  to the ORM pool and waits for them there (never on a pool thread of its own: a full pool would
+  wait for itself), so the loop, busy relaying other answers, is not in between its stages.
+- `run_background`: what follows an answer the customer already has (saving it, the next turn's
+  memory, prefetch bookkeeping, in-process tasks). A small pool of its own, and each job waits
+  (a bounded time) while any turn of this process is between its message and its model call:
+  those milliseconds are the first-token wait, and every thread running beside them takes the
+  GIL from them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
@@ -20,6 +32,56 @@ T = TypeVar("T")
 DB_EXECUTOR = ThreadPoolExecutor(
     max_workers=int(os.environ.get("CHAT_DB_THREADS", "16")), thread_name_prefix="mangaassist-db"
 )
+ASSEMBLY_EXECUTOR = ThreadPoolExecutor(
+    max_workers=int(os.environ.get("CHAT_DB_THREADS", "16")), thread_name_prefix="mangaassist-assembly"
+)
+BACKGROUND_EXECUTOR = ThreadPoolExecutor(
+    max_workers=int(os.environ.get("CHAT_BACKGROUND_THREADS", "2")), thread_name_prefix="mangaassist-background"
+)
+
+
+class ForegroundGate:
+    """How many turns of this process are between their message and their model call.
+
+    Background jobs start only when none is (or after `max_wait`, so a busy process still saves
+    its answers): a job already running is not interrupted, but no new one joins the queue for
+    the GIL while a customer's context is being assembled.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._quiet = threading.Condition()
+
+    @contextmanager
+    def foreground(self) -> Iterator[None]:
+        with self._quiet:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._count -= 1
+                if not self._count:
+                    self._quiet.notify_all()
+
+    @property
+    def busy(self) -> int:
+        return self._count
+
+    def wait_quiet(self, max_wait: float) -> None:
+        if not self._count or max_wait <= 0:
+            return
+        with self._quiet:
+            self._quiet.wait_for(lambda: not self._count, timeout=max_wait)
+
+
+gate = ForegroundGate()
+
+
+def background_defer_seconds() -> float:
+    from django.conf import settings
+
+    return settings.CHAT_BACKGROUND_MAX_DEFER_MS / 1000
 
 
 def _with_connection_housekeeping(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -30,7 +92,29 @@ def _with_connection_housekeeping(func: Callable[..., T], *args: Any, **kwargs: 
         close_old_connections()
 
 
+def _after_foreground(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    gate.wait_quiet(background_defer_seconds())
+    return _with_connection_housekeeping(func, *args, **kwargs)
+
+
 async def run_db(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking ORM call on the shared pool and await its result."""
+    """Run a blocking ORM call of the customer's path on the shared pool and await its result."""
     call = partial(_with_connection_housekeeping, func, *args, **kwargs)
     return await sync_to_async(call, thread_sensitive=False, executor=DB_EXECUTOR)()
+
+
+def submit_db(func: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """Start a blocking call of the customer's path on the ORM pool (from a thread: `run_assembly`)."""
+    return DB_EXECUTOR.submit(_with_connection_housekeeping, func, *args, **kwargs)
+
+
+async def run_assembly(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a turn's assembly (which waits for `submit_db` calls) on its own pool."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(ASSEMBLY_EXECUTOR, partial(_with_connection_housekeeping, func, *args, **kwargs))
+
+
+async def run_background(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking work that follows an answer on the background lane, once no turn is being prepared."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(BACKGROUND_EXECUTOR, partial(_after_foreground, func, *args, **kwargs))

@@ -62,6 +62,9 @@ def _run_in_process(task: Any, args: tuple, kwargs: dict, expires_at: float) -> 
         # for a turn that came already) would only take CPU from the answers streaming beside it.
         metrics.TASKS_QUEUED.labels(task=task.name, result="expired").inc()
         return
+    from chat.threads import background_defer_seconds, gate
+
+    gate.wait_quiet(background_defer_seconds())  # after the turns being prepared now (chat.threads)
     try:
         task.apply(args=args, kwargs=kwargs, throw=True)
     except Exception:  # noqa: BLE001 - a background task must never take the web process down
