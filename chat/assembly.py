@@ -6,13 +6,13 @@ A slow or failing source never holds the answer back: it is recorded as degraded
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,7 +30,7 @@ from .entities import Entities, refers_to_earlier_turns, resolve
 from .intents import IntentResult, classify
 from .prompt_config import PromptConfig, prompt_config
 from .selectors import Memory
-from .threads import run_db
+from .threads import run_assembly, submit_db
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,22 +123,20 @@ def product_chunk(product: ProductFacts, review: ReviewFacts | None) -> str:
     return " ".join(parts)
 
 
-async def _bounded(name: str, deadline: float, make: Callable[[], Awaitable[T]], default: T,
-                   degraded: dict[str, str], timings: dict[str, float]) -> T:
-    started = time.perf_counter()
-    try:
-        return await asyncio.wait_for(make(), timeout=deadline)
-    except asyncio.TimeoutError:
-        degraded[name] = "timeout"
-        return default
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failing source degrades the answer, never stops it
-        logger.warning("context source %s failed: %s", name, exc)
-        degraded[name] = "error"
-        return default
-    finally:
-        timings[name] = round((time.perf_counter() - started) * 1000, 3)
+@dataclass
+class _Source:
+    """One context source: a blocking call, its deadline and what the answer uses without it."""
+
+    name: str
+    deadline: float
+    call: Callable[[], Any]
+    default: Any
+
+
+def _timed(call: Callable[[], T], since: float) -> tuple[T, float]:
+    """Run on a pool thread: the source's result, and when it was ready (ms since the gather began)."""
+    value = call()
+    return value, round((time.perf_counter() - since) * 1000, 3)
 
 
 def _cache_get_many(keys: list[str]) -> dict[str, Any]:
@@ -248,10 +246,6 @@ def _orders_mentioned(memory: Memory) -> list[str]:
     return order_ids(facts)[-1:]
 
 
-async def _given(value: T) -> T:
-    return value
-
-
 def _uses_postgres() -> bool:
     from django.db import connection
 
@@ -278,15 +272,43 @@ class ContextAssembler:
         # The benchmark's naive pipeline: one source after another, the whole history, no prefetch.
         self.naive = settings.NAIVE_PIPELINE if naive is None else naive
 
-    async def _gather(self, *sources: Awaitable[Any]) -> list[Any]:
+    def _gather(self, *sources: _Source, degraded: dict[str, str], timings: dict[str, float]) -> list[Any]:
+        """Each source's result, or its default once its deadline passed or it failed (recorded in
+        `degraded`). Concurrently on the ORM pool; the naive pipeline: one after another."""
+        started = time.perf_counter()
         if self.naive:
-            return [await source for source in sources]
-        return list(await asyncio.gather(*sources))
+            return [self._await(source, submit_db(_timed, source.call, time.perf_counter()), time.perf_counter(),
+                                degraded, timings) for source in sources]
+        futures = [submit_db(_timed, source.call, started) for source in sources]
+        return [self._await(source, future, started, degraded, timings) for source, future in zip(sources, futures)]
+
+    @staticmethod
+    def _await(source: _Source, future: Any, started: float, degraded: dict[str, str],
+               timings: dict[str, float]) -> Any:
+        try:
+            value, timings[source.name] = future.result(timeout=max(0.0, started + source.deadline - time.perf_counter()))
+            return value
+        except FutureTimeout:
+            future.cancel()  # not started yet: never runs; running: its late result is dropped
+            degraded[source.name] = "timeout"
+        except Exception as exc:  # noqa: BLE001 - a failing source degrades the answer, never stops it
+            logger.warning("context source %s failed: %s", source.name, exc)
+            degraded[source.name] = "error"
+        timings[source.name] = round((time.perf_counter() - started) * 1000, 3)
+        return source.default
 
     async def assemble(self, turn: TurnInput) -> AssembledContext:
+        """The turn's context. One hop off the event loop: the sources are fanned out and awaited with
+        their deadlines on a thread, so the loop is not woken (and waited for) between stages."""
         started = time.perf_counter()
+        context = await run_assembly(self._assemble, turn)
+        context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
+        return context
+
+    def _assemble(self, turn: TurnInput) -> AssembledContext:
         degraded: dict[str, str] = {}
         timings: dict[str, float] = {}
+        gather = partial(self._gather, degraded=degraded, timings=timings)
         filters = filters_from(turn.text)
 
         # Without memory, "the second one" cannot be answered right: such a message waits longer for it.
@@ -302,26 +324,22 @@ class ContextAssembler:
         else:
             memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id,
                                   answering=turn.client_message_id)
-        memory_task = _bounded("memory", memory_deadline, lambda: run_db(memory_call), Memory(), degraded, timings)
-        retrieval_task = _bounded("retrieval", self.deadlines["retrieval"],
-                                  lambda: run_db(_search, turn.text, filters), [], degraded, timings)
-        config_task = _bounded("config", self.deadlines["store"], lambda: run_db(prompt_config), PromptConfig(),
-                               degraded, timings)
-        memory, retrieved, config = await self._gather(memory_task, retrieval_task, config_task)
-        # Entities, intent and the products to present: CPU work (milliseconds), on a thread, where the
-        # event loop takes the GIL back within the switch interval, instead of blocking every other socket.
-        index, entities, intent, product_ids, seed_id = await run_db(
-            self._understand, turn, memory, retrieved if "retrieval" not in degraded else None, filters)
+        memory, retrieved, config = gather(
+            _Source("memory", memory_deadline, memory_call, Memory()),
+            _Source("retrieval", self.deadlines["retrieval"], partial(_search, turn.text, filters), []),
+            _Source("config", self.deadlines["store"], prompt_config, PromptConfig()))
+        # Entities, intent and the products to present: CPU work (milliseconds), here on this thread.
+        index, entities, intent, product_ids, seed_id = self._understand(
+            turn, memory, retrieved if "retrieval" not in degraded else None, filters)
         # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
-        lookup = None if self.naive else await _bounded("prefetch", self.deadlines["prefetch"], lambda: run_db(
+        lookup = None if self.naive else gather(_Source("prefetch", self.deadlines["prefetch"], partial(
             prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
             product_ids=[seed_id] if seed_id else product_ids, session_key=turn.session_key,
-            previous_intent=memory.previous_intent), None, degraded, timings)
+            previous_intent=memory.previous_intent), None))[0]
         promotions_first: list[PromotionFacts] | None = None
         if intent.intent == "promotion" and not entities.focus_ids:
             # "What's on sale?": present series the running promotions name.
-            promotions_first = await _bounded("promotions", self.deadlines["store"], lambda: run_db(load_promotions),
-                                              [], degraded, timings)
+            promotions_first = gather(_Source("promotions", self.deadlines["store"], load_promotions, []))[0]
             named = [pid for p in promotions_first for pid in p.product_ids]
             if named:
                 product_ids = named[:MAX_PRODUCTS]
@@ -330,23 +348,22 @@ class ContextAssembler:
         # Further retrieved series: context the compressor keeps while the budget allows.
         others = [r.product_id for r in retrieved if r.product_id not in wanted][: MAX_CANDIDATES - len(wanted)]
         essential = self.deadlines.get("essential", self.deadlines["store"])
-        facts_task = _bounded("catalog", essential, lambda: run_db(load_product_facts, wanted + others),
-                              ([], 0), degraded, timings)
-        reviews_task = _bounded("reviews", self.deadlines["store"],
-                                lambda: run_db(load_reviews, product_ids[:1] if intent.intent == "product_question" else []),
-                                {}, degraded, timings)
-        promotions_task = _bounded("promotions", self.deadlines["store"],
-                                   lambda: _given(promotions_first) if promotions_first is not None else run_db(load_promotions),
-                                   [], degraded, timings)
-        store_task = _bounded("orders" if intent.intent in ORDER_INTENTS else "store_data",
-                              essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
-                              lambda: run_db(store_facts, intent.intent, turn, entities, memory), {}, degraded, timings)
-        (facts, cache_hits), reviews, promotions, store = await self._gather(
-            facts_task, reviews_task, promotions_task, store_task)
+        sources = [
+            _Source("catalog", essential, partial(load_product_facts, wanted + others), ([], 0)),
+            _Source("reviews", self.deadlines["store"],
+                    partial(load_reviews, product_ids[:1] if intent.intent == "product_question" else []), {}),
+            _Source("orders" if intent.intent in ORDER_INTENTS else "store_data",
+                    essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
+                    partial(store_facts, intent.intent, turn, entities, memory), {}),
+        ]
+        if promotions_first is None:
+            sources.append(_Source("promotions", self.deadlines["store"], load_promotions, []))
+        (facts, _hits), reviews, store, *fetched = gather(*sources)
+        promotions = promotions_first if promotions_first is not None else fetched[0]
 
         by_id = {f.id: f for f in facts}
         products = [by_id[pid] for pid in product_ids if pid in by_id]
-        context = AssembledContext(
+        return AssembledContext(
             intent=intent.intent, confidence=intent.confidence, message=turn.text, memory=memory, entities=entities,
             products=products, focus=products[0] if intent.intent == "product_question" and products else None,
             seed=by_id.get(seed_id) if seed_id else None, reviews=reviews,
@@ -360,8 +377,6 @@ class ContextAssembler:
             conversation_id=turn.conversation_id,
             named_skus=[item.sku for item in map(index.get, entities.focus_ids) if item is not None],
         )
-        context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
-        return context
 
     @classmethod
     def _understand(cls, turn: TurnInput, memory: Memory, retrieved: list[ScoredProduct] | None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -181,19 +184,22 @@ class NaivePipelineTests:
         await optimized.ws.disconnect()
 
         running, most = 0, 0
-        bounded = assembly._bounded
+        lock = threading.Lock()
+        timed = assembly._timed
 
-        async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
             nonlocal running, most
-            running += 1
-            most = max(most, running)
+            with lock:
+                running += 1
+                most = max(most, running)
             try:
-                await asyncio.sleep(0.005)  # a source that takes a moment: concurrent ones would overlap
-                return await bounded(*args, **kwargs)
+                time.sleep(0.005)  # a source that takes a moment: concurrent ones would overlap
+                return timed(*args, **kwargs)
             finally:
-                running -= 1
+                with lock:
+                    running -= 1
 
-        monkeypatch.setattr(assembly, "_bounded", counted)
+        monkeypatch.setattr(assembly, "_timed", counted)
         ChatConsumer.orchestrator = Orchestrator(backend=SimulatedBackend(profile="instant", seed=7),
                                                  assembler=ContextAssembler(naive=True))
         naive = await open_chat()
