@@ -87,20 +87,27 @@ class SimulatedBackend:
                 return Fault(kind, after_tokens=0 if kind == "throttle" else self.rng.randint(1, 20))
         return None
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
+    @staticmethod
+    def _tokens(request: LLMRequest) -> list[int]:
         from ..responder import write_answer
 
-        fault = self._next_fault()
-        if fault and fault.kind == "throttle":
-            raise LLMThrottled("simulated ThrottlingException before the stream", retry_after=0.05)
         text = write_answer(request.grounding) if request.grounding is not None else "…"
         if request.prefill:
             # Continuing: the responder writes the same answer for the same context; send what follows.
             text = text[len(request.prefill):] if text.startswith(request.prefill) else ""
-        token_ids = encoding().encode_ordinary(text)[: request.max_tokens]
-        model_first_token = self.pace.first_token_seconds(request.prompt_tokens, self.rng)
+        return encoding().encode_ordinary(text)[: request.max_tokens]
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
+        fault = self._next_fault()
+        if fault and fault.kind == "throttle":
+            raise LLMThrottled("simulated ThrottlingException before the stream", retry_after=0.05)
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(model_first_token)
+        model_first_token = self.pace.first_token_seconds(request.prompt_tokens, self.rng)
+        first_due = loop.time() + model_first_token  # from the call, as a remote model's clock runs
+        # Writing the answer is the model's own work: it happens within its first-token time, on a thread
+        # (a remote model's work costs the service's event loop nothing).
+        token_ids = await asyncio.to_thread(self._tokens, request)
+        await asyncio.sleep(max(0.0, first_due - loop.time()))
         # The model keeps its own pace, as a remote one does: tokens due while the event loop was busy
         # are all there when it gets back (read together, as from a socket's buffer), none is late twice.
         due = loop.time()
