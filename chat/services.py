@@ -14,6 +14,7 @@ from django.utils import timezone
 from .compression import count_tokens
 from .models import Conversation, Role, Turn, TurnRecord, TurnStatus
 from .pii import mask_pii
+from .threads import writes
 
 
 class ConversationNotFound(Exception):
@@ -59,7 +60,7 @@ def user_turn_record(*, conversation_id: uuid.UUID, client_message_id: str, text
     """
     text = mask_pii(text)
     try:
-        with transaction.atomic():
+        with writes.turn(urgent=True), transaction.atomic():
             if new_conversation_session is not None:
                 Conversation.objects.create(id=conversation_id, session_key=new_conversation_session)
             turn = Turn.objects.create(conversation_id=conversation_id, role=Role.USER,
@@ -89,7 +90,7 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         cache.delete(memory_key(conversation_id))  # history changes: the snapshot is stale
     except Exception:  # noqa: BLE001
         pass
-    with transaction.atomic():
+    with writes.turn(), transaction.atomic():
         before = (Turn.objects.select_for_update()
                   .filter(conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT)
                   .values_list("text", "status").first())
@@ -142,7 +143,9 @@ def turn_record_client_timing(*, conversation_id: uuid.UUID, client_message_id: 
     """What the browser measured, added to the answer's record."""
     fields = {k: v for k, v in (("client_first_token_ms", first_token_ms), ("client_total_ms", total_ms)) if v is not None}
     if fields:
-        TurnRecord.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id).update(**fields)
+        with writes.turn():
+            TurnRecord.objects.filter(conversation_id=conversation_id,
+                                      client_message_id=client_message_id).update(**fields)
 
 
 def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
@@ -168,7 +171,7 @@ def conversation_summarize(*, conversation_id: uuid.UUID, window: int) -> bool:
     titles = {sku: en or ja for sku, en, ja in Product.objects.filter(sku__in=skus).values_list("sku", "title_en", "title_ja")}
     lines = summary_lines(to_fold, titles)
     summary = summary_by_model(conversation.summary, lines) or summary_merge(conversation.summary, lines)
-    with transaction.atomic():
+    with writes.turn(), transaction.atomic():
         moved = Conversation.objects.filter(id=conversation_id, summary_through=conversation.summary_through).update(
             summary=summary, summary_through=fold_until)
     if moved:

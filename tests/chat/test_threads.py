@@ -64,3 +64,41 @@ def test_run_background_waits_for_the_turn_being_prepared(settings) -> None:  # 
 
     released = asyncio.run(scenario())
     assert ran_at and ran_at[0] >= released
+
+
+@pytest.mark.django_db
+def test_a_customer_message_is_written_before_the_writes_that_follow_answers() -> None:
+    from django.db import connection
+
+    from chat.threads import WriteQueue
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the queue only orders SQLite's writers")
+    queue = WriteQueue()
+    order: list[str] = []
+    release = threading.Event()
+
+    def holder() -> None:
+        with queue.turn():
+            with queue.turn():  # the same thread again: no deadlock
+                release.wait(5)
+            order.append("first")
+
+    def writer(name: str, urgent: bool) -> None:
+        with queue.turn(urgent=urgent):
+            order.append(name)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    time.sleep(0.05)
+    background = threading.Thread(target=writer, args=("answer", False))
+    background.start()
+    time.sleep(0.05)
+    message = threading.Thread(target=writer, args=("message", True))
+    message.start()
+    time.sleep(0.05)
+    assert order == []  # both wait for the writer before them
+    release.set()
+    for thread in (first, background, message):
+        thread.join(5)
+    assert order == ["first", "message", "answer"]
