@@ -122,6 +122,9 @@ def pass_summary(data: dict[str, Any]) -> dict[str, Any]:
         "context assembly": pcts(t["metrics"]["assembly_ms"] for t in split),
         "pre-model work outside assembly (user turn saved, ack, compression)": pcts(
             t["metrics"]["overhead_ms"] - t["metrics"]["assembly_ms"] for t in split),
+        "of which: waiting for the message's commit after assembly": pcts(
+            t["metrics"].get("commit_wait_ms") for t in split),
+        "of which: compression": pcts(t["metrics"].get("compression_ms") for t in split),
         "model call + relay beyond the model's own first token": pcts(
             t["metrics"]["first_token_ms"] - t["metrics"]["overhead_ms"] - t["metrics"]["model_first_token_ms"]
             for t in split),
@@ -273,14 +276,15 @@ def markdown(run: dict[str, Any]) -> str:
             f"({_f(added.get('p50'), 2)} / {_f(added.get('p95'), 2)}) "
             f"| {_f(s['throughput']['answers_per_second'], 1)} | {_f(s['throughput']['conversations_per_second'], 2)} "
             f"| {_f(s['throughput']['output_tokens_per_second'])} |")
-    lines += ["", "## Where the service overhead goes (ms per message, p50 / p95 / p99)", "",
-              "| pass | ack seen by the client | context assembly | pre-model work outside assembly (user turn saved, ack, compression) "
-              "| model call + relay beyond the model's own first token | socket to the client |",
-              "|---|---|---|---|---|---|"]
-    for s in summaries:
-        parts = s.get("overhead_breakdown_ms") or {}
-        if parts and next(iter(parts.values()))["n"]:
-            lines.append(f"| {s['label']} | " + " | ".join(_trio(v, 1) for v in parts.values()) + " |")
+    broken_down = [s for s in summaries if s.get("overhead_breakdown_ms")
+                   and next(iter(s["overhead_breakdown_ms"].values()))["n"]]
+    if broken_down:
+        columns = list(broken_down[0]["overhead_breakdown_ms"])
+        lines += ["", "## Where the service overhead goes (ms per message, p50 / p95 / p99)", "",
+                  "| pass | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for s in broken_down:
+            parts = s["overhead_breakdown_ms"]
+            lines.append(f"| {s['label']} | " + " | ".join(_trio(parts.get(c) or {}, 1) for c in columns) + " |")
     distribution = [s for s in summaries if s.get("upstream_first_chunk_ms")]
     if distribution:
         lines += ["", "HTTP model fakes (their calls are not matched to messages; compared by distribution):", "",
