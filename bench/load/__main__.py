@@ -14,7 +14,6 @@ bench/results/ (report.md, load.json, load-turns.json, *.png).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import os
 import shlex
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS  # noqa: E402
 from bench.load import targets  # noqa: E402
-from bench.load.runner import PassResult, load_scripts, run_pass, warm_up  # noqa: E402
+from bench.load.runner import ClientProcesses, PassResult, load_scripts, warm_up  # noqa: E402
 from bench.load.sampler import UsageSampler, machine  # noqa: E402
 
 FULL_PASSES = "embedded:simulated:10,100,500 scaled:simulated:100 embedded:bedrock-fake:100 embedded:local:2"
@@ -76,9 +75,11 @@ def run_one(*, mode: str, profile: str, pipeline: str, users: int, args: argpars
         pids = dict(target.pids)
         if upstream:
             pids["model upstream (fake)"] = upstream.process.pid
-        with UsageSampler(pids, include_system_services=mode == "scaled") as sampler:
-            asyncio.run(run_pass(result, target.bases, scripts, ramp=min(args.ramp, args.duration / 4),
-                                 rounds=1 if local else args.rounds, seed=args.seed, progress=not args.no_progress))
+        clients = ClientProcesses(min(args.client_processes, result.users), result, target.bases, scripts,
+                                  ramp=min(args.ramp, args.duration / 4), rounds=1 if local else args.rounds,
+                                  seed=args.seed, progress=not args.no_progress)
+        with UsageSampler({**clients.pids, **pids}, include_system_services=mode == "scaled") as sampler:
+            clients.join()
         result.usage = sampler.summaries()
         if upstream and upstream.kind == "bedrock":
             import httpx
@@ -109,6 +110,8 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the LiteLLM comparison")
     parser.add_argument("--no-spec-off", action="store_true", help="scaled mode: skip the speculation-off run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="load generator processes the customers are split over (each a loop of its own)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-charts", action="store_true")
     parser.add_argument("--no-progress", action="store_true")

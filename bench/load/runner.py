@@ -71,11 +71,14 @@ class PassResult:
 
 
 async def run_pass(result: PassResult, bases: list[str], scripts: list[dict[str, Any]], *, ramp: float = 5.0,
-                   rounds: int = 3, seed: int = 7, send_client_metrics: bool = True, progress: bool = True) -> None:
+                   rounds: int = 3, seed: int = 7, send_client_metrics: bool = True, progress: bool = True,
+                   shard: tuple[int, int] = (0, 1)) -> None:
+    """`shard` (k, K): this process plays customers k, k + K, k + 2K ... of the pass."""
     users = result.users
     started = time.perf_counter()
     stop_at = started + result.duration
-    bar = tqdm(total=users * rounds, desc=f"{result.label}", unit="conv", leave=False, disable=not progress,
+    mine = range(shard[0], users, shard[1])
+    bar = tqdm(total=len(mine) * rounds, desc=f"{result.label}", unit="conv", leave=False, disable=not progress,
                dynamic_ncols=True)
     answered = 0
 
@@ -112,9 +115,63 @@ async def run_pass(result: PassResult, bases: list[str], scripts: list[dict[str,
             if round_ + 1 < rounds:
                 await asyncio.sleep(result.think * rng.uniform(0.8, 1.2))  # between two visits
 
-    await asyncio.gather(*(customer(user) for user in range(users)))
+    await asyncio.gather(*(customer(user) for user in mine))
     bar.close()
     result.seconds = time.perf_counter() - started
+
+
+class ClientProcesses:
+    """A pass's customers split over K forked processes, each with its own event loop.
+
+    Each customer is a browser on a machine of its own: one load generator loop for a hundred of
+    them would add its own queueing (a frame waits while the loop reads ninety-nine others) to every
+    client-side figure. The processes start at once (their pids go to the usage sampler) and play
+    customers k, k + K, ...; `join` merges what they saw into `result`.
+    """
+
+    def __init__(self, count: int, result: PassResult, bases: list[str], scripts: list[dict[str, Any]],
+                 **options: Any) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self.result = result
+        self.pipes = []
+        self.processes = []
+        for k in range(count):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_client_process, args=(send, result, bases, scripts, (k, count), options),
+                                      name=f"bench-clients-{k}", daemon=True)
+            process.start()
+            send.close()
+            self.pipes.append(receive)
+            self.processes.append(process)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {("load generator" if k == 0 else f"load generator ({k + 1})"): p.pid
+                for k, p in enumerate(self.processes)}
+
+    def join(self) -> None:
+        for receive, process in zip(self.pipes, self.processes):
+            try:
+                conversations, seconds = receive.recv()
+            except EOFError:
+                raise RuntimeError(f"{process.name} died (exit code {process.exitcode})") from None
+            self.result.conversations.extend(conversations)
+            self.result.seconds = max(self.result.seconds, seconds)
+            process.join(timeout=10)
+        self.result.conversations.sort(key=lambda record: (record.started_at, record.user))
+
+
+def _client_process(send: Any, result: PassResult, bases: list[str], scripts: list[dict[str, Any]],
+                    shard: tuple[int, int], options: dict[str, Any]) -> None:
+    import gc
+
+    gc.freeze()
+    options = {**options, "progress": options.get("progress", True) and shard[0] == 0}
+    asyncio.run(run_pass(result, bases, scripts, shard=shard, **options))
+    send.send((result.conversations, result.seconds))
+    send.close()
 
 
 def warm_up(bases: list[str]) -> None:
