@@ -36,7 +36,7 @@ ASSEMBLY_EXECUTOR = ThreadPoolExecutor(
     max_workers=int(os.environ.get("CHAT_DB_THREADS", "16")), thread_name_prefix="mangaassist-assembly"
 )
 BACKGROUND_EXECUTOR = ThreadPoolExecutor(
-    max_workers=int(os.environ.get("CHAT_BACKGROUND_THREADS", "2")), thread_name_prefix="mangaassist-background"
+    max_workers=int(os.environ.get("CHAT_BACKGROUND_THREADS", "4")), thread_name_prefix="mangaassist-background"
 )
 
 
@@ -51,6 +51,7 @@ class ForegroundGate:
     def __init__(self) -> None:
         self._count = 0
         self._quiet = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
     @contextmanager
     def foreground(self) -> Iterator[None]:
@@ -63,16 +64,37 @@ class ForegroundGate:
                 self._count -= 1
                 if not self._count:
                     self._quiet.notify_all()
+                    waiters, self._waiters = self._waiters, []
+                    for loop, future in waiters:
+                        loop.call_soon_threadsafe(_set_done, future)
 
     @property
     def busy(self) -> int:
         return self._count
 
     def wait_quiet(self, max_wait: float) -> None:
+        """On a thread: block until no turn is being prepared, or `max_wait` seconds."""
         if not self._count or max_wait <= 0:
             return
         with self._quiet:
             self._quiet.wait_for(lambda: not self._count, timeout=max_wait)
+
+    async def until_quiet(self, max_wait: float) -> None:
+        """On an event loop: the same, holding no thread while it waits."""
+        if not self._count or max_wait <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._quiet:
+            if not self._count:
+                return
+            self._waiters.append((loop, future))
+        await asyncio.wait([future], timeout=max_wait)
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 gate = ForegroundGate()
@@ -130,15 +152,27 @@ def _with_connection_housekeeping(func: Callable[..., T], *args: Any, **kwargs: 
         close_old_connections()
 
 
-def _after_foreground(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    gate.wait_quiet(background_defer_seconds())
-    return _with_connection_housekeeping(func, *args, **kwargs)
-
-
 async def run_db(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking ORM call of the customer's path on the shared pool and await its result."""
     call = partial(_with_connection_housekeeping, func, *args, **kwargs)
     return await sync_to_async(call, thread_sensitive=False, executor=DB_EXECUTOR)()
+
+
+def cache_is_local() -> bool:
+    """Embedded mode's local-memory cache: microseconds, and atomic on the event loop."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    return isinstance(caches["default"], LocMemCache)
+
+
+async def run_cache(func: Callable[..., T], *args: Any) -> T:
+    """A cache call of the customer's path: in place on local memory (no thread to wait for), on the
+    customer's pool when the cache is across the network."""
+    if cache_is_local():
+        return func(*args)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(DB_EXECUTOR, partial(func, *args))
 
 
 def submit_db(func: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
@@ -153,6 +187,8 @@ async def run_assembly(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def run_background(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking work that follows an answer on the background lane, once no turn is being prepared."""
+    """Run blocking work that follows an answer on the background lane, once no turn is being prepared
+    (waiting for that on the loop: a pool thread is never held by a job that may not start yet)."""
+    await gate.until_quiet(background_defer_seconds())
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(BACKGROUND_EXECUTOR, partial(_after_foreground, func, *args, **kwargs))
+    return await loop.run_in_executor(BACKGROUND_EXECUTOR, partial(_with_connection_housekeeping, func, *args, **kwargs))
