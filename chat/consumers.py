@@ -29,7 +29,7 @@ from .orchestrator import Orchestrator
 from .protocol import ClientMessage, ProtocolError
 from .ratelimit import ConnectionLimiter, ip_check
 from .streamlog import StreamLogWriter
-from .threads import run_background, run_db
+from .threads import run_background, run_cache, run_db
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_message(self, message: ClientMessage, received_at: float) -> None:
         if self.answering:
             raise ProtocolError("busy", "Wait for the current answer to finish, or stop it first.", message.id)
-        wait = self.limiter.check() or await asyncio.to_thread(ip_check, self.client_ip)
+        wait = self.limiter.check() or await run_cache(ip_check, self.client_ip)
         if wait:
             await self.send_error("rate_limited", "Too many messages; please wait a moment.", message.id, wait)
             return

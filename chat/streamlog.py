@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
-from django.core.cache import cache, caches
-from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache import cache
+
+from .threads import cache_is_local
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +81,16 @@ def _stop(key: str) -> str:
     return f"{key}:stop"
 
 
-def _local() -> bool:
-    return isinstance(caches["default"], LocMemCache)
+# A networked cache's round trips, on threads of their own: not the default executor, where a
+# customer's rate-limit check would queue behind every stream's log writes.
+_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mangaassist-streamlog")
 
 
 async def _io(func: Callable[..., Any], *args: Any) -> Any:
     """Local memory is called in place (microseconds, and atomic on the event loop); a networked cache on a thread."""
-    if _local():
+    if cache_is_local():
         return func(*args)
-    return await asyncio.to_thread(func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(func, *args))
 
 
 # --- reading (any process) -------------------------------------------------------------------
