@@ -36,7 +36,7 @@ from .prompts import system_prompt
 from .llm import get_backend
 from .llm.base import LLMBackend, LLMError, LLMRequest, LLMStreamError, Route, TextDelta, Usage
 from .models import TurnStatus
-from .threads import gate, run_background, run_db
+from .threads import gate, run_background, run_background_now, run_db
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +82,17 @@ class StreamOutcome:
 
 def _answer_save(turn: TurnInput, context: AssembledContext, text: str, status: TurnStatus, reason: str,
                  presented_skus: list[str], turn_metrics: dict) -> None:
-    """The answer as it ended, then the next turn's memory (one trip to the database thread)."""
+    """The answer as it ended."""
     services.assistant_turn_record(conversation_id=turn.conversation_id, client_message_id=turn.client_message_id,
                                    text=text, status=status, failure_reason=reason, intent=context.intent,
                                    product_skus=presented_skus, question_skus=context.named_skus, metrics=turn_metrics)
+
+
+def _after_answer(turn: TurnInput, context: AssembledContext, presented_skus: list[str], *,
+                  prefetch_next: bool) -> None:
+    """The next turn's memory; this turn's prefetch lookup counted; the prefetch (and speculation) for
+    the next one queued. None of it is needed before the customer's next message."""
     selectors.memory_snapshot_store(conversation_id=turn.conversation_id)
-
-
-def _prefetch_bookkeeping(turn: TurnInput, context: AssembledContext, presented_skus: list[str], *,
-                          prefetch_next: bool) -> None:
-    """Count this turn's prefetch lookup; queue the prefetch (and speculation) for the next one."""
     if not turn.continuing:  # the cut answer's turn counted this lookup already
         prefetch_outcome_record(conversation_id=turn.conversation_id, lookup=context.prefetch,
                                 client_message_id=turn.client_message_id)
@@ -490,8 +491,9 @@ class Orchestrator:
         for attempt, pause in enumerate((*SAVE_RETRY_PAUSES, None)):
             try:
                 # Safe to repeat (one row per message id): a database restarting now loses nothing.
-                await run_background(_answer_save, turn, context, outcome.text, status, reason,
-                                     presented_skus or [], turn_metrics)
+                # At once (a browser that reconnects, a transcript reloaded, find it saved), off the ORM pool.
+                await run_background_now(_answer_save, turn, context, outcome.text, status, reason,
+                                         presented_skus or [], turn_metrics)
                 break
             except (DatabaseError, InterfaceError) as exc:
                 if pause is None:
@@ -504,7 +506,7 @@ class Orchestrator:
                 logger.exception("could not save the assistant turn %s", turn.client_message_id)
                 break
         try:
-            await run_background(_prefetch_bookkeeping, turn, context, presented_skus or [],
+            await run_background(_after_answer, turn, context, presented_skus or [],
                                  prefetch_next=status == TurnStatus.COMPLETE and not self.assembler.naive)
         except Exception:  # noqa: BLE001 - speculation never costs the customer anything
             logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)

@@ -7,11 +7,12 @@ Three lanes:
 - `run_assembly`: a turn's context assembly, one hop off the event loop. It fans its sources out
   to the ORM pool and waits for them there (never on a pool thread of its own: a full pool would
   wait for itself), so the loop, busy relaying other answers, is not in between its stages.
-- `run_background`: what follows an answer the customer already has (saving it, the next turn's
-  memory, prefetch bookkeeping, in-process tasks). A small pool of its own, and each job waits
-  (a bounded time) while any turn of this process is between its message and its model call:
-  those milliseconds are the first-token wait, and every thread running beside them takes the
-  GIL from them.
+- `run_background`: what follows an answer the customer already has (the next turn's memory,
+  prefetch bookkeeping, client timings, in-process tasks). A small pool of its own, and each job
+  waits (a bounded time) while any turn of this process is between its message and its model
+  call: those milliseconds are the first-token wait, and every thread running beside them takes
+  the GIL from them. The answer itself is saved on the same pool at once (`run_background_now`):
+  a browser that reconnects, or reloads the transcript, must find it.
 """
 
 from __future__ import annotations
@@ -190,5 +191,10 @@ async def run_background(func: Callable[..., T], *args: Any, **kwargs: Any) -> T
     """Run blocking work that follows an answer on the background lane, once no turn is being prepared
     (waiting for that on the loop: a pool thread is never held by a job that may not start yet)."""
     await gate.until_quiet(background_defer_seconds())
+    return await run_background_now(func, *args, **kwargs)
+
+
+async def run_background_now(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run it on the background lane at once: for what must be saved as soon as the customer has it."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(BACKGROUND_EXECUTOR, partial(_with_connection_housekeeping, func, *args, **kwargs))
