@@ -207,7 +207,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     await self._send_saved_answer(message.id, recorded.answer.text, list(recorded.answer.product_skus),
                                                   recorded.answer.metrics)
                 else:
-                    await self._catch_up(message.id, -1, progress)
+                    await self._send_logged_answer(conversation_id, message.id, progress)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - one broken answer must not close the socket
@@ -232,6 +232,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(protocol.frame("ack", id=message.id, conversation=str(conversation_id)))
         self.answered[message.id] = self.answer_task
         return recorded
+
+    async def _send_logged_answer(self, conversation_id: uuid.UUID, message_id: str, progress: asyncio.Event) -> None:
+        """A message re-sent while its answer is streamed elsewhere or not saved yet: the answer as the
+        log holds it. Complete: its `completed` frame alone, as a saved answer is sent (the browser
+        asking again has none of its deltas to keep); else every delta, then the rest as it comes."""
+        read = await streamlog.read_after(streamlog.message_key(conversation_id, message_id), -1)
+        if read.state == streamlog.COMPLETED and read.final_frame is not None:
+            progress.set()
+            await self.send(read.final_frame)
+            return
+        await self._catch_up(message_id, -1, progress)
 
     async def _resume(self, message_id: str, after: int, previous: asyncio.Task | None) -> None:
         progress = asyncio.Event()

@@ -337,6 +337,24 @@ class ResumeTests:
         count = await sync_to_async(Turn.objects.filter(client_message_id="d1").count)()
         assert count == 2
 
+    async def test_resent_message_id_of_a_finished_answer_not_yet_saved_gets_its_completed_frame(
+            self, demo_catalog: None) -> None:
+        """The answer is out and logged, its save still to come (a busy database): the browser asking
+        again gets the answer as a saved one is sent, not a replay of every delta."""
+        cookie = await _session_cookie()
+        first = await open_chat(headers=[ORIGIN, cookie])
+        original = await first.ask(QUESTION, "u1")
+        await first.ws.disconnect()
+        await _answer_when("u1", TurnStatus.COMPLETE)
+        await sync_to_async(Turn.objects.filter(role=Role.ASSISTANT, client_message_id="u1").delete)()
+        second = await _reopen(cookie, original[0]["conversation"])
+        frames = await second.ask(QUESTION, "u1")
+        await second.ws.disconnect()
+        assert [f["type"] for f in frames] == ["ack", "completed"]
+        assert frames[-1] == original[-1]  # the very `completed`, from the log
+        count = await sync_to_async(Turn.objects.filter(client_message_id="u1", role=Role.USER).count)()
+        assert count == 1
+
 
 def _split(text: str) -> list[str]:
     """The answer as the simulated model streams it (token by token)."""
