@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, TypeVar
 

@@ -218,7 +218,7 @@ class Orchestrator:
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
 
     async def _prepare(self, turn: TurnInput, admitted: Callable[[], Awaitable[bool]] | None,
-                       prefill: str) -> "_Ready | None":
+                       prefill: str) -> _Ready | None:
         """The context, then an answer prepared for it or the model request; None: not to be answered."""
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
