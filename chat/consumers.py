@@ -192,7 +192,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
             async def admitted() -> bool:
                 nonlocal recorded
-                recorded = await commit
+                recorded = await asyncio.shield(commit)  # a stop while waiting never cancels the commit
                 if not recorded.created:
                     return False
                 sink.log = StreamLogWriter.start(streamlog.message_key(conversation_id, message.id), text=message.text,

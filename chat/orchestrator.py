@@ -117,6 +117,28 @@ class _Ready:
 _STREAM_END = object()
 
 
+class _NotAdmitted(Exception):
+    """The message turned out to be one answered before: its model call is closed, nothing is sent."""
+
+
+class _Admission:
+    """The message's commit, run beside the assembly and the model call; checked before the turn's
+    first output. How long that output waited for it is the turn's `commit_wait` timing."""
+
+    def __init__(self, admitted: Callable[[], Awaitable[bool]] | None) -> None:
+        self._admitted = admitted
+        self._result: bool | None = None if admitted is not None else True
+
+    async def wait(self, context: AssembledContext | None) -> bool:
+        if self._result is None:
+            # Awaited here, not in a task: a commit that is done costs no turn of the event loop.
+            started = time.perf_counter()
+            self._result = await self._admitted()  # type: ignore[misc]
+            if context is not None:
+                context.timings_ms["commit_wait"] = round((time.perf_counter() - started) * 1000, 3)
+        return self._result
+
+
 async def _read_stream(stream: AsyncIterator, inbox: asyncio.Queue, outcome: StreamOutcome, *,
                        last: float | None = None) -> None:
     """Everything the model sends, into `inbox` as it arrives, then its end or its error.
@@ -170,21 +192,22 @@ class Orchestrator:
         follows it, deltas are numbered from `first_index` (the ones the client has), and the
         `completed` text and the saved turn are the whole answer.
 
-        `admitted`: the message is being committed while its context is assembled; awaited before
-        the model is called and before anything reaches the sink. False: not to be answered here
-        (a message id answered before), and nothing is done.
+        `admitted`: the message is being committed while its context is assembled and the model
+        reads the prompt; awaited before anything reaches the sink (the first delta, an error, a
+        prepared answer) and before the answer is saved. False: not to be answered here (a message
+        id answered before): the model call is closed and nothing is sent.
         """
         received_at = received_at or time.perf_counter()
         if prefill:
             turn = dataclasses.replace(turn, continuing=True)
+        admission = _Admission(admitted)
         # Until the model is called, this turn is the process's foreground: background jobs wait (chat.threads).
         with gate.foreground():
-            ready = await self._prepare(turn, admitted, prefill)
-        if ready is None:
-            return
+            ready = await self._prepare(turn, admission, prefill)
         context, verdict = ready.context, ready.verdict
         if ready.prepared is not None:
-            await self._serve_prepared(turn, context, ready.prepared, sink, received_at)
+            if await admission.wait(context):
+                await self._serve_prepared(turn, context, ready.prepared, sink, received_at)
             return
         prompt, routes, request = ready.prompt, ready.routes, ready.request
         overhead = time.perf_counter() - received_at
@@ -192,14 +215,23 @@ class Orchestrator:
         outcome = StreamOutcome(text=prefill, first_index=first_index)
         exact_count = self._exact_count(request)
         try:
-            await self._stream(request, routes, sink, outcome, received_at)
+            await self._stream(request, routes, sink, outcome, received_at, admission, context)
+        except _NotAdmitted:
+            if exact_count:
+                exact_count.cancel()
+            return
         except asyncio.CancelledError:
             if exact_count:
                 exact_count.cancel()
-            # `stop` or a closed socket: the upstream call is already closed; keep what was said.
-            await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead,
-                                              TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED, "stopped"))
+            # `stop` or a closed socket: the upstream call is already closed; keep what was said (once
+            # the message itself is saved: the commit goes on whatever happens to this task).
+            if await asyncio.shield(admission.wait(context)):
+                await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead,
+                                                  TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED,
+                                                  "stopped"))
             raise
+        if not await admission.wait(context):  # an empty answer or an error: after the commit too
+            return
         if outcome.error is not None:
             status = TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED
             await sink.failed(outcome.error.code, self._error_message(outcome), outcome.error.retry_after)
@@ -217,24 +249,16 @@ class Orchestrator:
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
                            presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
 
-    async def _prepare(self, turn: TurnInput, admitted: Callable[[], Awaitable[bool]] | None,
-                       prefill: str) -> _Ready | None:
-        """The context, then an answer prepared for it or the model request; None: not to be answered."""
+    async def _prepare(self, turn: TurnInput, admission: _Admission, prefill: str) -> _Ready:
+        """The context, then an answer prepared for it or the model request."""
         # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
         provisioned = asyncio.create_task(self._provisioned_route())
         try:
             context = await self.assembler.assemble(turn)
         except Exception:
             provisioned.cancel()
-            if admitted is not None:
-                await admitted()  # the message is committed (and acknowledged) before the error goes out
+            await admission.wait(None)  # the message is committed (and acknowledged) before the error goes out
             raise
-        assembled = time.perf_counter()
-        if admitted is not None and not await admitted():
-            provisioned.cancel()
-            return None
-        # Where the pre-model time outside the assembly goes (the benchmark's breakdown).
-        context.timings_ms["commit_wait"] = round((time.perf_counter() - assembled) * 1000, 3)
         prepared, verdict = speculation_match(context) if not prefill else (None, "")
         if prepared is not None:
             provisioned.cancel()
@@ -336,7 +360,7 @@ class Orchestrator:
             raw_history_tokens=context.memory.raw_history_tokens)
 
     async def _stream(self, request: LLMRequest, routes: list[Route], sink: TurnSink, outcome: StreamOutcome,
-                      received_at: float) -> None:
+                      received_at: float, admission: _Admission, context: AssembledContext) -> None:
         """Stream from the first route that answers; retry and fall back only before the first token."""
         deadline = received_at + settings.LLM_FIRST_TOKEN_DEADLINE_SECONDS
         attempts = [(route, n) for route in routes for n in range(settings.LLM_MAX_RETRIES + 1)]
@@ -345,7 +369,7 @@ class Orchestrator:
             outcome.route = route
             outcome.error = None
             try:
-                await self._relay(request, sink, outcome, deadline)
+                await self._relay(request, sink, outcome, deadline, admission, context)
                 return
             except LLMError as exc:
                 outcome.error = exc
@@ -364,12 +388,15 @@ class Orchestrator:
                     await asyncio.sleep(min(backoff, max(0.0, remaining - 0.05), exc.retry_after or backoff))
                 outcome.retries += 1
 
-    async def _relay(self, request: LLMRequest, sink: TurnSink, outcome: StreamOutcome, deadline: float) -> None:
+    async def _relay(self, request: LLMRequest, sink: TurnSink, outcome: StreamOutcome, deadline: float,
+                     admission: _Admission, context: AssembledContext) -> None:
         """Relay the model's deltas as they come: the first at once, the rest at most one frame per
         window (chat.pacing: what arrived meanwhile goes out together, in order; 0: a frame each).
 
-        The first delta is read here and sent straight on. After it a reader task pulls the stream
-        into an inbox, so waiting for the next frame's time never cancels a read from the model.
+        The first delta is read here and sent straight on, once the message is committed (it almost
+        always is by then: the commit runs while the model reads the prompt). After it a reader task
+        pulls the stream into an inbox, so waiting for the next frame's time never cancels a read
+        from the model.
         """
         window = pacer.window()
         stream: AsyncIterator = self.backend.stream(request)
@@ -411,6 +438,8 @@ class Orchestrator:
             except TimeoutError as exc:
                 raise LLMError("no first token before the deadline") from exc
             first_at = time.perf_counter()
+            if not await admission.wait(context):
+                raise _NotAdmitted
             await flush()
             reader = asyncio.create_task(_read_stream(stream, inbox, outcome, last=first_at))
             while True:

@@ -179,6 +179,64 @@ class ConversationTests:
         count = await sync_to_async(Turn.objects.filter(client_message_id="d1").count)()
         assert count == 2  # one user turn, one answer
 
+    async def test_the_model_reads_the_prompt_while_the_message_is_committed_and_speaks_after_the_ack(
+            self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The commit is off the first token's path, but no word of the answer precedes the saved message."""
+        import threading
+        import time
+
+        from chat import services
+        from chat.consumers import ChatConsumer
+        from chat.llm.simulated import SimulatedBackend
+        from chat.orchestrator import Orchestrator
+
+        save = services.user_turn_record
+        model_called = threading.Event()
+        seen: dict[str, float] = {}
+
+        def slow_save(**kwargs):  # type: ignore[no-untyped-def]
+            seen["model called before the commit"] = model_called.wait(timeout=5)
+            recorded = save(**kwargs)
+            seen["committed"] = time.perf_counter()
+            return recorded
+
+        class Recording(SimulatedBackend):
+            def stream(self, request):  # type: ignore[no-untyped-def]
+                model_called.set()
+                return super().stream(request)
+
+        monkeypatch.setattr(services, "user_turn_record", slow_save)
+        ChatConsumer.orchestrator = Orchestrator(backend=Recording(profile="instant", seed=1))
+        chat = await open_chat()
+        frames = await chat.ask("Recommend a seinen manga", "w1")
+        assert seen["model called before the commit"] is True
+        assert [f["type"] for f in frames][:2] == ["ack", "delta"] and frames[-1]["type"] == "completed"
+        assert frames[-1]["metrics"]["intent"] == "recommendation"
+        await saved_turns(2)
+        await chat.ws.disconnect()
+
+    async def test_a_message_answered_before_closes_the_model_call_it_started_and_sends_no_delta(
+            self, chat: ChatClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        from chat.consumers import ChatConsumer
+
+        first = (await chat.ask("Recommend a seinen manga", "d2"))[-1]
+        await saved_turns(2)
+        backend = ChatConsumer.orchestrator.backend
+        closed = []
+        stream = backend.stream
+
+        async def watched(request):  # type: ignore[no-untyped-def]
+            try:
+                async for event in stream(request):
+                    yield event
+            finally:
+                closed.append(True)
+
+        monkeypatch.setattr(backend, "stream", watched)
+        again = await chat.ask("Recommend a seinen manga", "d2")
+        assert [f["type"] for f in again] == ["ack", "completed"] and again[-1]["text"] == first["text"]
+        assert closed == [True]  # the model was asked while the message was checked, then let go
+
     async def test_a_first_message_that_could_not_be_saved_leaves_no_phantom_conversation(
             self, demo_catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
         """The first message creates the conversation with it: if that save fails, the next one starts it."""
