@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _CJK = r"\u3040-\u309f\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u30fc"
 _TOKEN_RE = re.compile(rf"[a-z0-9]+|[{_CJK}]+")
@@ -23,8 +24,14 @@ STOPWORDS = frozenset(
 )
 
 
+@lru_cache(maxsize=16384)
 def fold(text: str) -> str:
-    """NFKC, lower case, diacritics removed, katakana folded to hiragana."""
+    """NFKC, lower case, diacritics removed, katakana folded to hiragana.
+
+    Cached: entity resolution folds the same catalog titles for every message. Plain ASCII is its
+    own NFKC/NFD form, with no marks and no kana: lower case is all it needs."""
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKC", text).lower()
     decomposed = unicodedata.normalize("NFD", text)
     text = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")

@@ -59,6 +59,7 @@ class TurnInput:
     page: dict
     session_key: str = ""  # whose orders and cart the store data may show
     continuing: bool = False  # answered before and cut short: continue that answer (`resume`)
+    new_conversation: bool = False  # the conversation starts with this message: it has no memory to read
 
 
 @dataclass
@@ -315,7 +316,9 @@ class ContextAssembler:
         memory_deadline = self.deadlines["memory"]
         if refers_to_earlier_turns(turn.text):
             memory_deadline = max(memory_deadline, self.deadlines.get("memory_reference", 0.5))
-        if turn.continuing:  # the snapshot holds the cut answer itself: read the history without it
+        if turn.new_conversation:
+            memory_call: Callable[[], Memory] = Memory
+        elif turn.continuing:  # the snapshot holds the cut answer itself: read the history without it
             memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
                                   answering=turn.client_message_id)
         elif self.naive:  # every turn verbatim, from the database

@@ -199,7 +199,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                  page=message.page, on_stop=lambda: self._stop_from_elsewhere(message.id))
                 return True
 
-            turn = TurnInput(conversation_id, message.id, message.text, message.page, self.session_key)
+            turn = TurnInput(conversation_id, message.id, message.text, message.page, self.session_key,
+                             new_conversation=new_conversation)
             await self._orchestrator().answer(turn, sink, received_at=received_at, admitted=admitted)
             if recorded is not None and not recorded.created:
                 # A message id seen before (re-sent after a reconnect) is answered once.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from catalog.retrieval import LexicalIndex, ScoredProduct
 from catalog.text import compact, script_runs, tokens
@@ -58,6 +59,7 @@ def _title_matches(text: str, index: LexicalIndex, limit: int = 3,
     positions = [index.by_id[pid] for pid in lexical]
     positions += [p for p in index.title_candidates(text) if p not in positions]
     matched: list[tuple[float, int]] = []
+    windows: dict[int, list[str]] = {}
     for position in positions:
         best = 0.0
         for original, title in zip(index.items[position].titles, index.titles_compact[position]):
@@ -73,7 +75,7 @@ def _title_matches(text: str, index: LexicalIndex, limit: int = 3,
                 if long_enough and part != title and (part in message if cjk else part in words):
                     best = max(best, 0.75 + len(part) / 200)
         if best == 0.0:
-            best = _fuzzy_score(words, index.items[position].titles)
+            best = _fuzzy_score(words, index.items[position].titles, windows)
         product_id = index.items[position].product_id
         if best >= FUZZY_MIN:
             matched.append((best + lexical.get(product_id, 0.0) / 1000, product_id))
@@ -84,22 +86,25 @@ def _title_matches(text: str, index: LexicalIndex, limit: int = 3,
 FUZZY_MIN = 0.72  # a misspelled title counts from this similarity on
 
 
-def _fuzzy_score(words: list[str], titles: tuple[str, ...]) -> float:
+def _fuzzy_score(words: list[str], titles: tuple[str, ...], windows: dict[int, list[str]] | None = None) -> float:
     """How well some run of the message's words spells a title (misspellings); 0 below FUZZY_MIN.
 
     difflib's cheap upper bounds skip the windows that cannot beat the best so far (or the minimum).
+    `windows`: the message's runs of words by length, shared by the titles of one message.
     """
     best = 0.0
     matcher = difflib.SequenceMatcher(None)
+    windows = {} if windows is None else windows
     for title in titles:
-        target = compact(title)
-        n_words = max(1, len(tokens(title)))
+        target, n_words = _title_shape(title)
         if len(target) < 5:
             continue
         matcher.set_seq2(target)
         for size in {n_words - 1, n_words, n_words + 1} - {0}:
-            for start in range(0, max(1, len(words) - size + 1)):
-                window = "".join(words[start : start + size])
+            if size not in windows:
+                windows[size] = ["".join(words[start : start + size])
+                                 for start in range(0, max(1, len(words) - size + 1))]
+            for window in windows[size]:
                 if abs(len(window) - len(target)) > max(3, len(target) // 4):
                     continue
                 matcher.set_seq1(window)
@@ -107,6 +112,12 @@ def _fuzzy_score(words: list[str], titles: tuple[str, ...]) -> float:
                 if matcher.real_quick_ratio() >= floor and matcher.quick_ratio() >= floor:
                     best = max(best, matcher.ratio())
     return best if best >= FUZZY_MIN else 0.0
+
+
+@lru_cache(maxsize=65536)
+def _title_shape(title: str) -> tuple[str, int]:
+    """A catalog title as the fuzzy match compares it: compacted, and its number of words."""
+    return compact(title), max(1, len(tokens(title)))
 
 
 def _references(text: str, shown: list[list[int]], focus_id: int | None = None) -> list[int]:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from catalog.text import tokens
+from mangaassist.cached_config import cached_config
 
 from .models import CartItem, FaqEntry, Order, OrderStatus
 
@@ -67,16 +68,31 @@ def cart_facts(*, session_key: str) -> str:
     return f"Cart: {lines}; subtotal ¥{subtotal:,}."
 
 
+FAQ_KEY = "store:faq"
+
+
+@dataclass(frozen=True)
+class FaqTerms:
+    """An active FAQ entry as the matcher reads it: its search terms computed once, not per message."""
+
+    topic: str
+    answer: str
+    terms: frozenset[str]
+
+
+def _faq_load() -> tuple[FaqTerms, ...]:
+    return tuple(FaqTerms(e.topic, e.answer, frozenset(tokens(f"{e.question} {e.keywords}")))
+                 for e in FaqEntry.objects.filter(active=True))
+
+
 def faq_facts(text: str, *, limit: int = 2) -> list[str]:
     """The policy entries that best match the question (word and character-bigram overlap)."""
     query = set(tokens(text))
     if not query:
         return []
-    scored = []
-    for entry in FaqEntry.objects.filter(active=True):
-        terms = set(tokens(f"{entry.question} {entry.keywords}"))
-        overlap = len(query & terms)
-        if overlap:
-            scored.append((overlap, entry))
+    # Through the shared cache: an admin edit reaches every process at once (store.signals); a bulk
+    # change outside the ORM's signals within the hour.
+    entries = cached_config(FAQ_KEY, _faq_load, tuple, timeout=60 * 60)
+    scored = [(overlap, entry) for entry in entries if (overlap := len(query & entry.terms))]
     scored.sort(key=lambda pair: -pair[0])
     return [f"Policy ({e.topic}): {e.answer}" for _, e in scored[:limit]]

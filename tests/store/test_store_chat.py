@@ -80,6 +80,18 @@ class OrderChatTests:
         completed = (await chat.ask("返品はいつまでできますか？", "f2"))[-1]
         assert "30 days" in completed["text"]
 
+    async def test_an_faq_edit_in_the_admin_reaches_the_next_answer(self, chat: ChatClient) -> None:
+        from store.models import FaqEntry
+
+        assert "¥350" in (await chat.ask("How much is shipping?", "e1"))[-1]["text"]  # the entries are cached now
+        entry = await sync_to_async(FaqEntry.objects.filter(answer__contains="¥350").first)()
+        entry.answer = entry.answer.replace("¥350", "¥400")
+        await sync_to_async(entry.save)()
+        assert "¥400" in (await chat.ask("How much is shipping?", "e2"))[-1]["text"]
+        entry.active = False
+        await sync_to_async(entry.save)()
+        assert "¥400" not in (await chat.ask("How much is shipping?", "e3"))[-1]["text"]
+
 
 class DegradedSourcesTests:
     async def test_slow_and_failing_sources_degrade_the_answer_but_never_stop_it(self, demo_catalog: None, monkeypatch,
