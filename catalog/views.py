@@ -1,14 +1,22 @@
 """The demo store: a listing page and product pages, each embedding the chat."""
 
+import hashlib
+
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString, mark_safe
 
 from store.models import CartItem
 from store.services import demo_orders_ensure
 
 from .models import Demographic, Product
+from .retrieval import catalog_version
 from .selectors import products_browse
+
+GRID_TTL = 60  # a listing shows a price or stock change within a minute (a catalog edit: at once)
 
 SECTIONS = [(value, label) for value, label in Demographic.choices if value]
 
@@ -36,9 +44,8 @@ def store(request: HttpRequest) -> HttpResponse:
     if section not in dict(SECTIONS):
         section = ""
     query = request.GET.get("q", "")[:100]
-    products = products_browse(section=section, query=query)
     return render(request, "store/index.html", {
-        "products": products, "sections": SECTIONS, "section": section, "query": query,
+        "grid": _product_grid(section, query), "sections": SECTIONS, "section": section, "query": query,
         **_chat_context(request, {"store_section": section or "home"}),
     })
 
@@ -49,3 +56,21 @@ def product(request: HttpRequest, sku: str) -> HttpResponse:
         "product": item, "sections": SECTIONS,
         **_chat_context(request, {"current_asin": item.sku, "store_section": item.demographic or "home"}),
     })
+
+
+def _product_grid(section: str, query: str) -> SafeString:
+    """The listing's products, rendered once per catalog version: every customer opening the store
+    asks for the same page, and rendering it again shares the web process with the chat."""
+    digest = hashlib.sha1(query.encode()).hexdigest()[:16]
+    key = f"store:grid:{catalog_version()}:{section}:{digest}"
+    try:
+        html = cache.get(key)
+    except Exception:  # noqa: BLE001 - the cache is an accelerator
+        html = None
+    if html is None:
+        html = render_to_string("store/_grid.html", {"products": products_browse(section=section, query=query)})
+        try:
+            cache.set(key, html, GRID_TTL)
+        except Exception:  # noqa: BLE001
+            pass
+    return mark_safe(html)  # noqa: S308 - rendered by the template engine, escaped there

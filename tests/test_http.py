@@ -35,6 +35,13 @@ class StorePageTests:
         assert "Golgo 13" not in store.get("/?section=shonen").content.decode()
         assert "Naruto" in store.get("/?q=naru").content.decode()
 
+    def test_the_listing_shows_a_catalog_edit_at_once(self, store: Client) -> None:
+        naruto = Product.objects.get(title_en="Naruto")
+        assert f"¥{naruto.price_yen} / vol" in store.get("/?q=naruto").content.decode()  # rendered and kept
+        naruto.price_yen = 1234
+        naruto.save()
+        assert "¥1234 / vol" in store.get("/?q=naruto").content.decode()
+
     def test_product_page_sets_the_page_context(self, store: Client) -> None:
         product = Product.objects.get(title_en="Naruto")
         body = store.get(product.get_absolute_url()).content.decode()
