@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from .compression import count_tokens
@@ -90,35 +90,49 @@ def assistant_turn_record(*, conversation_id: uuid.UUID, client_message_id: str,
         cache.delete(memory_key(conversation_id))  # history changes: the snapshot is stale
     except Exception:  # noqa: BLE001
         pass
+    fields = {"text": text, "status": status, "failure_reason": failure_reason[:200], "intent": intent,
+              "product_skus": product_skus or [], "metrics": metrics or {}}
+    try:
+        return _assistant_turn_save(conversation_id, client_message_id, fields, question_skus or [])
+    except IntegrityError:
+        # Another process inserted this answer after we looked (PostgreSQL): it exists now, so save over it.
+        return _assistant_turn_save(conversation_id, client_message_id, fields, question_skus or [])
+
+
+def _assistant_turn_save(conversation_id: uuid.UUID, client_message_id: str, fields: dict,
+                         question_skus: list[str]) -> Turn:
+    """One transaction, as few statements as the save needs: it shares the process with live answers."""
+    text, status = fields["text"], fields["status"]
     with writes.turn(), transaction.atomic():
         before = (Turn.objects.select_for_update()
                   .filter(conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT)
-                  .values_list("text", "status").first())
-        if before is not None and before[1] == TurnStatus.COMPLETE and status != TurnStatus.COMPLETE:
+                  .values_list("id", "text", "status").first())
+        if before is not None and before[2] == TurnStatus.COMPLETE and status != TurnStatus.COMPLETE:
             # A cut producer saving late (its socket died while another process finished the
             # answer after `resume`) never downgrades the complete answer.
-            return Turn.objects.get(conversation_id=conversation_id, client_message_id=client_message_id,
-                                    role=Role.ASSISTANT)
-        turn, created = Turn.objects.update_or_create(
-            conversation_id=conversation_id, client_message_id=client_message_id, role=Role.ASSISTANT,
-            defaults={"text": text, "status": status, "failure_reason": failure_reason[:200], "intent": intent,
-                      "product_skus": product_skus or [], "metrics": metrics or {}},
-        )
-        old_text = before[0] if before else ""
-        added = (count_tokens(text) + 4 if created else count_tokens(text) - count_tokens(old_text)) if text else 0
+            return Turn.objects.get(id=before[0])
+        if before is None:
+            turn = Turn.objects.create(conversation_id=conversation_id, client_message_id=client_message_id,
+                                       role=Role.ASSISTANT, **fields)
+        else:
+            Turn.objects.filter(id=before[0]).update(**fields)
+            turn = Turn(id=before[0], conversation_id=conversation_id, client_message_id=client_message_id,
+                        role=Role.ASSISTANT, **fields)
+        old_text = before[1] if before else ""
+        added = (count_tokens(text) + 4 if before is None else count_tokens(text) - count_tokens(old_text)) if text else 0
         if added and text != old_text:
             Conversation.objects.filter(id=conversation_id).update(raw_history_tokens=F("raw_history_tokens") + added)
-        if before is not None and (before[0], before[1]) != (text, status):
+        if before is not None and (before[1], before[2]) != (text, status):
             TurnRecord.objects.filter(turn=turn).delete()
-            turn_record_create(turn=turn, metrics=metrics or {})
-        if intent or question_skus:
+            turn_record_create(turn=turn, metrics=fields["metrics"])
+        if fields["intent"] or question_skus:
             # The question keeps its intent (the next turn's "previous intent") and the series it named.
             Turn.objects.filter(conversation_id=conversation_id, client_message_id=client_message_id,
-                                role=Role.USER).update(intent=intent, product_skus=question_skus or [])
-        if created:
+                                role=Role.USER).update(intent=fields["intent"], product_skus=question_skus)
+        if before is None:
             from .selectors import VERBATIM_TURNS
 
-            turn_record_create(turn=turn, metrics=metrics or {})
+            turn_record_create(turn=turn, metrics=fields["metrics"])
             conversation_summary_due(conversation_id=conversation_id, window=VERBATIM_TURNS)
     return turn
 
@@ -187,9 +201,9 @@ def conversation_summary_due(*, conversation_id: uuid.UUID, window: int) -> None
 
     from .tasks import conversation_summarize_task
 
-    count = Turn.objects.filter(conversation_id=conversation_id).count()
-    summarized = Conversation.objects.filter(id=conversation_id).values_list("summary_through", flat=True).first() or 0
-    if count - window > summarized:
+    count, summarized = (Conversation.objects.filter(id=conversation_id).annotate(n=Count("turns"))
+                         .values_list("n", "summary_through").first() or (0, 0))
+    if count - window > (summarized or 0):
         enqueue_on_commit(conversation_summarize_task, args=(str(conversation_id),))
 
 
