@@ -36,6 +36,7 @@ from .prompts import system_prompt
 from .llm import get_backend
 from .llm.base import LLMBackend, LLMError, LLMRequest, LLMStreamError, Route, TextDelta, Usage
 from .models import TurnStatus
+from .pii import mask_pii
 from .threads import gate, run_background, run_background_now, run_db
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,20 @@ def _answer_save(turn: TurnInput, context: AssembledContext, text: str, status: 
 
 
 def _after_answer(turn: TurnInput, context: AssembledContext, presented_skus: list[str], *,
-                  prefetch_next: bool) -> None:
+                  prefetch_next: bool, answer: str | None = None) -> None:
     """The next turn's memory; this turn's prefetch lookup counted; the prefetch (and speculation) for
-    the next one queued. None of it is needed before the customer's next message."""
-    selectors.memory_snapshot_store(conversation_id=turn.conversation_id)
+    the next one queued. None of it is needed before the customer's next message.
+
+    `answer`: the complete answer as saved, when this turn's memory is whole: the next memory is
+    derived from it and this one; otherwise it is read back from the database."""
+    memory = None
+    titles = {p.sku: p.title for p in (*context.products, *context.others, *([context.seed] if context.seed else []))}
+    if (answer is not None and not turn.continuing and "memory" not in context.degraded
+            and all(sku in titles for sku in presented_skus)):
+        memory = selectors.memory_after_answer(
+            context.memory, conversation_id=turn.conversation_id, question=mask_pii(turn.text), intent=context.intent,
+            question_skus=context.named_skus, answer=mask_pii(answer), answer_skus=presented_skus, answer_titles=titles)
+    selectors.memory_snapshot_store(conversation_id=turn.conversation_id, memory=memory)
     if not turn.continuing:  # the cut answer's turn counted this lookup already
         prefetch_outcome_record(conversation_id=turn.conversation_id, lookup=context.prefetch,
                                 client_message_id=turn.client_message_id)
@@ -535,8 +546,9 @@ class Orchestrator:
                 logger.exception("could not save the assistant turn %s", turn.client_message_id)
                 break
         try:
-            await run_background(_after_answer, turn, context, presented_skus or [],
-                                 prefetch_next=status == TurnStatus.COMPLETE and not self.assembler.naive)
+            complete = status == TurnStatus.COMPLETE and not self.assembler.naive
+            await run_background(_after_answer, turn, context, presented_skus or [], prefetch_next=complete,
+                                 answer=outcome.text if complete else None)
         except Exception:  # noqa: BLE001 - speculation never costs the customer anything
             logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)
 

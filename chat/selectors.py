@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from catalog.models import Product
 
@@ -28,6 +29,14 @@ class Memory:
     turn_count: int = 0
     full_history: list[Message] = field(default_factory=list)  # only for the uncompressed prompt
     focus_id: int | None = None  # what "it" means: the series the conversation was last about
+    # What the next turn's memory is derived from without the database (`memory_after_answer`): the
+    # SKUs of the history rows it looked at (role, skus; oldest first) and the newest answer's list
+    # of several series, however old.
+    rows: list[tuple[str, list[str]]] = field(default_factory=list)
+    last_list: list[str] = field(default_factory=list)
+
+
+HISTORY_ROWS = max(VERBATIM_TURNS, 6) + 1  # how far back "the second one" and "it" look
 
 
 def conversation_exists(*, conversation_id: uuid.UUID, session_key: str) -> bool:
@@ -65,21 +74,21 @@ def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TU
         rows = list(turns.order_by("created_at", "id").values("role", "text", "intent", "product_skus"))
     else:
         rows = list(turns.order_by("-created_at", "-id").values("role", "text", "intent", "product_skus")
-                    [: max(window, 6) + 1])
+                    [:HISTORY_ROWS])
         rows.reverse()
     # The newest row is the user message being answered now: it is not history (excluded by id when known).
     history = rows if answering else (rows[:-1] if rows and rows[-1]["role"] == Role.USER else rows)
-    skus_by_answer = [r["product_skus"] for r in reversed(history) if r["role"] == Role.ASSISTANT and r["product_skus"]]
-    if not any(len(skus) > 1 for skus in skus_by_answer):
-        # The last list shown may be older than the window ("the first one" after several follow-ups).
+    near = history[-HISTORY_ROWS:]
+    last_list = next((r["product_skus"] for r in reversed(near)
+                      if r["role"] == Role.ASSISTANT and len(r["product_skus"]) > 1), None)
+    if last_list is None:
+        # The last list shown may be older than the rows looked at ("the first one" after several follow-ups).
         older = (turns.filter(role=Role.ASSISTANT).exclude(product_skus=[]).order_by("-created_at", "-id")
                  .values_list("product_skus", flat=True)[:20])
-        last_list = next((skus for skus in older if len(skus) > 1), None)
-        if last_list:
-            skus_by_answer.append(last_list)
-    all_skus = {sku for skus in skus_by_answer for sku in skus}
+        last_list = next((skus for skus in older if len(skus) > 1), [])
+    skus = {sku for r in near for sku in r["product_skus"]} | set(last_list)
     products = {sku: (pid, en or ja) for sku, pid, en, ja in
-                Product.objects.filter(sku__in=all_skus).values_list("sku", "id", "title_en", "title_ja")} if all_skus else {}
+                Product.objects.filter(sku__in=skus).values_list("sku", "id", "title_en", "title_ja")} if skus else {}
     recent = []
     for row in history[-window:]:
         if not row["text"]:
@@ -89,21 +98,52 @@ def conversation_memory(*, conversation_id: uuid.UUID, window: int = VERBATIM_TU
             recent.append(Message(row["role"], compact_answer(row["text"], titles)))
         else:
             recent.append(Message(row["role"], row["text"]))
-    shown = [[products[s][0] for s in skus if s in products] for skus in skus_by_answer]
-    # "it": the series the conversation was last about, named by the customer or answered about.
-    focus_sku = next((r["product_skus"][0] for r in reversed(history)
-                      if len(r["product_skus"]) == 1 or (r["role"] == Role.USER and r["product_skus"])), None)
-    if focus_sku and focus_sku not in products:
-        found = Product.objects.filter(sku=focus_sku).values_list("id", "title_en").first()
-        if found:
-            products[focus_sku] = found
     previous_intent = next((r["intent"] for r in reversed(history) if r["role"] == Role.USER and r["intent"]), "")
-    memory = Memory(summary=conversation.summary, recent=recent, shown=shown, previous_intent=previous_intent,
-                    raw_history_tokens=conversation.raw_history_tokens, turn_count=len(history),
-                    focus_id=products[focus_sku][0] if focus_sku in products else None)
+    memory = _memory(summary=conversation.summary, raw_history_tokens=conversation.raw_history_tokens, recent=recent,
+                     rows=[(r["role"], list(r["product_skus"])) for r in near], last_list=list(last_list),
+                     previous_intent=previous_intent, product_id=lambda sku: products[sku][0] if sku in products else None)
     if full_history:
         memory.full_history = [Message(r["role"], r["text"]) for r in history if r["text"]]
     return memory
+
+
+def _memory(*, summary: str, raw_history_tokens: int, recent: list[Message], rows: list[tuple[str, list[str]]],
+            last_list: list[str], previous_intent: str, product_id: Callable[[str], int | None]) -> Memory:
+    """The memory of these history rows: which lists were shown ("the second one") and what "it" is."""
+    skus_by_answer = [skus for role, skus in reversed(rows) if role == Role.ASSISTANT and skus]
+    if last_list and not any(len(skus) > 1 for skus in skus_by_answer):
+        skus_by_answer.append(last_list)
+    shown = [[pid for pid in map(product_id, skus) if pid is not None] for skus in skus_by_answer]
+    # "it": the series the conversation was last about, named by the customer or answered about.
+    focus_sku = next((skus[0] for role, skus in reversed(rows) if len(skus) == 1 or (role == Role.USER and skus)), None)
+    return Memory(summary=summary, recent=recent, shown=shown, previous_intent=previous_intent,
+                  raw_history_tokens=raw_history_tokens, turn_count=len(rows),
+                  focus_id=product_id(focus_sku) if focus_sku else None, rows=rows, last_list=last_list)
+
+
+def memory_after_answer(previous: Memory, *, conversation_id: uuid.UUID, question: str, intent: str,
+                        question_skus: list[str], answer: str, answer_skus: list[str],
+                        answer_titles: dict[str, str], window: int = VERBATIM_TURNS) -> Memory:
+    """The next turn's memory from this turn's and the exchange just saved (texts as stored): what
+    `conversation_memory` would read back, from one row instead of the history. The summary and the
+    token count are the database's (the summary may have moved on meanwhile)."""
+    from catalog.retrieval import get_index
+
+    if previous.turn_count and not getattr(previous, "rows", None):  # a snapshot of an older release
+        return conversation_memory(conversation_id=conversation_id, window=window)
+    conversation = Conversation.objects.filter(id=conversation_id).only("summary", "raw_history_tokens").first()
+    if conversation is None:
+        return Memory()
+    product_ids = get_index().by_sku
+    recent = [*previous.recent, Message(Role.USER.value, question)]
+    if answer:
+        recent.append(Message(Role.ASSISTANT.value, compact_answer(
+            answer, [(sku, answer_titles[sku]) for sku in answer_skus if sku in answer_titles])))
+    rows = [*previous.rows, (Role.USER.value, list(question_skus)), (Role.ASSISTANT.value, list(answer_skus))]
+    return _memory(summary=conversation.summary, raw_history_tokens=conversation.raw_history_tokens,
+                   recent=recent[-window:], rows=rows[-HISTORY_ROWS:],
+                   last_list=list(answer_skus) if len(answer_skus) > 1 else previous.last_list,
+                   previous_intent=intent or previous.previous_intent, product_id=product_ids.get)
 
 
 @dataclass(frozen=True)
@@ -148,11 +188,12 @@ def conversation_memory_cached(*, conversation_id: uuid.UUID, answering: str = "
                                                                       answering=answering)
 
 
-def memory_snapshot_store(*, conversation_id: uuid.UUID) -> None:
-    """After an answer is saved: the next turn's memory, computed now, off the customer's wait."""
+def memory_snapshot_store(*, conversation_id: uuid.UUID, memory: Memory | None = None) -> None:
+    """After an answer is saved: the next turn's memory (`memory`, or read now), off the customer's wait."""
     from django.core.cache import cache
 
     try:
-        cache.set(memory_key(conversation_id), conversation_memory(conversation_id=conversation_id), MEMORY_SNAPSHOT_TTL)
+        cache.set(memory_key(conversation_id), memory or conversation_memory(conversation_id=conversation_id),
+                  MEMORY_SNAPSHOT_TTL)
     except Exception:  # noqa: BLE001
         pass

@@ -1,0 +1,56 @@
+"""The next turn's memory, derived after each answer without reading the history back, is the one the
+database gives: the same recent turns, lists shown, "it", intent, summary and token count."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+
+from chat.selectors import Memory, conversation_memory, memory_key
+from tests.conftest import open_chat, saved_turns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONVERSATION = [
+    "Recommend a shonen manga like Dragon Ball",
+    "Tell me more about the second one",
+    "How many volumes does it have?",
+    "Show me some romance manga",
+    "Is the first one finished?",
+    "My email is someone@example.com, what's on sale?",
+    "And the last one, is it in stock?",
+]
+
+
+async def _snapshot(conversation_id: uuid.UUID, timeout: float = 5.0) -> Memory | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snapshot = cache.get(memory_key(conversation_id))
+        if snapshot is not None:
+            return snapshot
+        await asyncio.sleep(0.02)
+    return None
+
+
+async def test_each_derived_memory_equals_the_one_read_from_the_database(demo_catalog: None) -> None:
+    chat = await open_chat()
+    conversation_id = None
+    for n, text in enumerate(CONVERSATION):
+        frames = await chat.ask(text, f"q{n}")
+        assert frames[-1]["type"] == "completed"
+        conversation_id = uuid.UUID(frames[0]["conversation"])
+        await saved_turns(2 * (n + 1))
+        derived = await _snapshot(conversation_id)
+        assert derived is not None
+        cache.delete(memory_key(conversation_id))  # the next turn derives from the database's, as it would
+        read = await sync_to_async(conversation_memory)(conversation_id=conversation_id)
+        assert dataclasses.asdict(derived) == dataclasses.asdict(read), f"after turn {n}: {text}"
+        cache.set(memory_key(conversation_id), derived)  # and from the derived one for the next turn
+    assert any(len(ids) > 1 for ids in read.shown) and read.focus_id is not None and len(read.recent) == 4
+    await chat.ws.disconnect()
