@@ -28,9 +28,9 @@ from . import selectors
 from .compression import Chunk
 from .entities import Entities, refers_to_earlier_turns, resolve
 from .intents import IntentResult, classify
-from .prompt_config import PromptConfig, prompt_config
+from .prompt_config import CONFIG_KEY, PromptConfig, prompt_config
 from .selectors import Memory
-from .threads import run_assembly, submit_db
+from .threads import cache_is_local, run_assembly, submit_db
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,14 +124,22 @@ def product_chunk(product: ProductFacts, review: ReviewFacts | None) -> str:
     return " ".join(parts)
 
 
+_MISS = object()
+
+
 @dataclass
 class _Source:
-    """One context source: a blocking call, its deadline and what the answer uses without it."""
+    """One context source: a blocking call, its deadline and what the answer uses without it.
+
+    `in_place`: the source served from this process's own memory (the local-memory cache, the
+    in-process index), tried on the assembly's thread when the cache is local: a hop to a pool
+    thread costs more than such a read under load. It returns the value, or `_MISS` for `call`."""
 
     name: str
     deadline: float
     call: Callable[[], Any]
     default: Any
+    in_place: Callable[[], Any] | None = None
 
 
 def _timed(call: Callable[[], T], since: float) -> tuple[T, float]:
@@ -145,6 +153,14 @@ def _cache_get_many(keys: list[str]) -> dict[str, Any]:
         return cache.get_many(keys)
     except Exception:  # noqa: BLE001 - the cache is an accelerator: down means miss
         return {}
+
+
+def _cached(key: str, kind: type | None = None) -> Any:
+    """The cached value at `key` (of `kind`, when given), else `_MISS`."""
+    found = _cache_get_many([key])
+    if key not in found or (kind is not None and not isinstance(found[key], kind)):
+        return _MISS
+    return found[key]
 
 
 def _cache_set_many(values: dict[str, Any], timeout: int) -> None:
@@ -177,6 +193,22 @@ def load_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int]
         cached.update({facts_key(f.id): f for f in fresh})
     found = [cached[facts_key(pid)] for pid in product_ids if facts_key(pid) in cached]
     return found, len(product_ids) - len(missing)
+
+
+def cached_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int] | object:
+    """`load_product_facts` when the cache holds every one of them, else `_MISS`."""
+    cached = _cache_get_many([facts_key(pid) for pid in product_ids])
+    if len(cached) < len(product_ids):
+        return _MISS
+    return [cached[facts_key(pid)] for pid in product_ids], len(product_ids)
+
+
+def cached_reviews(product_ids: list[int]) -> dict[int, ReviewFacts] | object:
+    """`load_reviews` when the cache knows every one of them (absence included), else `_MISS`."""
+    cached = _cache_get_many([reviews_key(pid) for pid in product_ids])
+    if len(cached) < len(product_ids):
+        return _MISS
+    return {pid: cached[reviews_key(pid)] for pid in product_ids if cached[reviews_key(pid)]}
 
 
 def load_reviews(product_ids: list[int]) -> dict[int, ReviewFacts]:
@@ -213,6 +245,7 @@ def filters_from(text: str) -> Filters:
 
 ORDER_INTENTS = {"order_tracking", "return_request"}
 STORE_INTENTS = ORDER_INTENTS | {"checkout_help", "faq"}  # intents whose answer is the store data
+STORE_DATA_INTENTS = STORE_INTENTS | {"promotion"}  # intents `store_facts` reads anything for
 
 
 def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory) -> dict[str, str]:
@@ -275,13 +308,30 @@ class ContextAssembler:
 
     def _gather(self, *sources: _Source, degraded: dict[str, str], timings: dict[str, float]) -> list[Any]:
         """Each source's result, or its default once its deadline passed or it failed (recorded in
-        `degraded`). Concurrently on the ORM pool; the naive pipeline: one after another."""
+        `degraded`). Concurrently on the ORM pool, but what this process's memory holds read in place;
+        the naive pipeline: one after another, all on the pool."""
         started = time.perf_counter()
         if self.naive:
             return [self._await(source, submit_db(_timed, source.call, time.perf_counter()), time.perf_counter(),
                                 degraded, timings) for source in sources]
-        futures = [submit_db(_timed, source.call, started) for source in sources]
-        return [self._await(source, future, started, degraded, timings) for source, future in zip(sources, futures)]
+        in_place = cache_is_local()
+        futures: dict[int, Any] = {n: submit_db(_timed, source.call, started) for n, source in enumerate(sources)
+                                   if not (in_place and source.in_place)}
+        results: list[Any] = [None] * len(sources)
+        for n, source in enumerate(sources):
+            if n in futures:
+                continue
+            try:
+                value = source.in_place()  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - the pool's call, under its deadline, decides
+                value = _MISS
+            if value is _MISS:
+                futures[n] = submit_db(_timed, source.call, started)
+            else:
+                results[n], timings[source.name] = value, round((time.perf_counter() - started) * 1000, 3)
+        for n, future in futures.items():
+            results[n] = self._await(sources[n], future, started, degraded, timings)
+        return results
 
     @staticmethod
     def _await(source: _Source, future: Any, started: float, degraded: dict[str, str],
@@ -316,8 +366,10 @@ class ContextAssembler:
         memory_deadline = self.deadlines["memory"]
         if refers_to_earlier_turns(turn.text):
             memory_deadline = max(memory_deadline, self.deadlines.get("memory_reference", 0.5))
+        memory_in_place: Callable[[], Any] | None = None
         if turn.new_conversation:
             memory_call: Callable[[], Memory] = Memory
+            memory_in_place = Memory
         elif turn.continuing:  # the snapshot holds the cut answer itself: read the history without it
             memory_call = partial(selectors.conversation_memory, conversation_id=turn.conversation_id,
                                   answering=turn.client_message_id)
@@ -327,22 +379,27 @@ class ContextAssembler:
         else:
             memory_call = partial(selectors.conversation_memory_cached, conversation_id=turn.conversation_id,
                                   answering=turn.client_message_id)
+            memory_in_place = partial(_cached, selectors.memory_key(turn.conversation_id), Memory)
+        search = partial(_search, turn.text, filters)
         memory, retrieved, config = gather(
-            _Source("memory", memory_deadline, memory_call, Memory()),
-            _Source("retrieval", self.deadlines["retrieval"], partial(_search, turn.text, filters), []),
-            _Source("config", self.deadlines["store"], prompt_config, PromptConfig()))
+            _Source("memory", memory_deadline, memory_call, Memory(), memory_in_place),
+            _Source("retrieval", self.deadlines["retrieval"], search, [], None if _uses_postgres() else search),
+            _Source("config", self.deadlines["store"], prompt_config, PromptConfig(),
+                    partial(_cached, CONFIG_KEY, PromptConfig)))
         # Entities, intent and the products to present: CPU work (milliseconds), here on this thread.
         index, entities, intent, product_ids, seed_id = self._understand(
             turn, memory, retrieved if "retrieval" not in degraded else None, filters)
         # Before any source below fills the cache: did the previous answer's prefetch have this turn ready?
-        lookup = None if self.naive else gather(_Source("prefetch", self.deadlines["prefetch"], partial(
-            prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
-            product_ids=[seed_id] if seed_id else product_ids, session_key=turn.session_key,
-            previous_intent=memory.previous_intent), None))[0]
+        lookup_call = partial(prefetch_lookup, conversation_id=turn.conversation_id, intent=intent.intent,
+                              product_ids=[seed_id] if seed_id else product_ids, session_key=turn.session_key,
+                              previous_intent=memory.previous_intent)  # cache reads only
+        lookup = None if self.naive else gather(
+            _Source("prefetch", self.deadlines["prefetch"], lookup_call, None, lookup_call))[0]
         promotions_first: list[PromotionFacts] | None = None
         if intent.intent == "promotion" and not entities.focus_ids:
             # "What's on sale?": present series the running promotions name.
-            promotions_first = gather(_Source("promotions", self.deadlines["store"], load_promotions, []))[0]
+            promotions_first = gather(_Source("promotions", self.deadlines["store"], load_promotions, [],
+                                              partial(_cached, PROMOTIONS_KEY)))[0]
             named = [pid for p in promotions_first for pid in p.product_ids]
             if named:
                 product_ids = named[:MAX_PRODUCTS]
@@ -351,16 +408,20 @@ class ContextAssembler:
         # Further retrieved series: context the compressor keeps while the budget allows.
         others = [r.product_id for r in retrieved if r.product_id not in wanted][: MAX_CANDIDATES - len(wanted)]
         essential = self.deadlines.get("essential", self.deadlines["store"])
+        reviewed = product_ids[:1] if intent.intent == "product_question" else []
         sources = [
-            _Source("catalog", essential, partial(load_product_facts, wanted + others), ([], 0)),
-            _Source("reviews", self.deadlines["store"],
-                    partial(load_reviews, product_ids[:1] if intent.intent == "product_question" else []), {}),
+            _Source("catalog", essential, partial(load_product_facts, wanted + others), ([], 0),
+                    partial(cached_product_facts, wanted + others)),
+            _Source("reviews", self.deadlines["store"], partial(load_reviews, reviewed), {},
+                    partial(cached_reviews, reviewed)),
             _Source("orders" if intent.intent in ORDER_INTENTS else "store_data",
                     essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
-                    partial(store_facts, intent.intent, turn, entities, memory), {}),
+                    partial(store_facts, intent.intent, turn, entities, memory), {},
+                    None if intent.intent in STORE_DATA_INTENTS else dict),
         ]
         if promotions_first is None:
-            sources.append(_Source("promotions", self.deadlines["store"], load_promotions, []))
+            sources.append(_Source("promotions", self.deadlines["store"], load_promotions, [],
+                                   partial(_cached, PROMOTIONS_KEY)))
         (facts, _hits), reviews, store, *fetched = gather(*sources)
         promotions = promotions_first if promotions_first is not None else fetched[0]
 
