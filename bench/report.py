@@ -111,23 +111,23 @@ def pass_summary(data: dict[str, Any]) -> dict[str, Any]:
         "notes": data.get("notes", []),
     }
     # Where the first token's wait goes, per message (ms): context assembly; the rest of the pre-model work
-    # (the consumer saving the user turn and sending `ack` before the orchestrator, then compression and
-    # routing); what the model call and the relay add to the model's own time; the socket to the client.
-    # `ack` as the client saw it is shown beside: it bounds the consumer's part (at low load; under load the
-    # ack frame waits in the same queue as everything else).
+    # (the consumer's part, compression and routing); what the model call and the relay add to the model's
+    # own time (the first delta waits there for the message's commit, which runs beside the model call);
+    # the socket to the client. `ack` as the client saw it is shown beside (under load the ack frame waits
+    # in the same queue as everything else).
     split = [t for t in modelled if t.get("ack_ms") is not None and t["metrics"].get("assembly_ms") is not None
              and t["metrics"].get("overhead_ms") is not None]
     summary["overhead_breakdown_ms"] = {
         "ack seen by the client": pcts(t["ack_ms"] for t in split),
         "context assembly": pcts(t["metrics"]["assembly_ms"] for t in split),
-        "pre-model work outside assembly (user turn saved, ack, compression)": pcts(
+        "pre-model work outside assembly (compression, routing)": pcts(
             t["metrics"]["overhead_ms"] - t["metrics"]["assembly_ms"] for t in split),
-        "of which: waiting for the message's commit after assembly": pcts(
-            t["metrics"].get("commit_wait_ms") for t in split),
         "of which: compression": pcts(t["metrics"].get("compression_ms") for t in split),
         "model call + relay beyond the model's own first token": pcts(
             t["metrics"]["first_token_ms"] - t["metrics"]["overhead_ms"] - t["metrics"]["model_first_token_ms"]
             for t in split),
+        "of which: the first delta waiting for the message's commit": pcts(
+            t["metrics"].get("commit_wait_ms") for t in split),
         "socket to the client": pcts(t["first_token_ms"] - t["metrics"]["first_token_ms"] for t in split),
     }
     calls = data.get("upstream_calls") or []
