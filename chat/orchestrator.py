@@ -149,6 +149,14 @@ class _Admission:
                 context.timings_ms["commit_wait"] = round((time.perf_counter() - started) * 1000, 3)
         return self._result
 
+    async def settled(self, context: AssembledContext) -> bool:
+        """After a stop: whether the message got saved (waiting for its commit, which a stop never
+        cancels); a commit that failed leaves nothing to keep."""
+        try:
+            return await asyncio.shield(self.wait(context))
+        except Exception:  # noqa: BLE001 - the commit's own failure is logged where it ran
+            return False
+
 
 async def _read_stream(stream: AsyncIterator, inbox: asyncio.Queue, outcome: StreamOutcome, *,
                        last: float | None = None) -> None:
@@ -236,7 +244,7 @@ class Orchestrator:
                 exact_count.cancel()
             # `stop` or a closed socket: the upstream call is already closed; keep what was said (once
             # the message itself is saved: the commit goes on whatever happens to this task).
-            if await asyncio.shield(admission.wait(context)):
+            if await admission.settled(context):
                 await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead,
                                                   TurnStatus.PARTIAL if outcome.text else TurnStatus.FAILED,
                                                   "stopped"))
