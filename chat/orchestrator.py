@@ -89,7 +89,7 @@ def _answer_save(turn: TurnInput, context: AssembledContext, text: str, status: 
                                    product_skus=presented_skus, question_skus=context.named_skus, metrics=turn_metrics)
 
 
-def _after_answer(turn: TurnInput, context: AssembledContext, presented_skus: list[str], *,
+def _after_answer(turn: TurnInput, context: AssembledContext, presented: list[ProductFacts], *,
                   prefetch_next: bool, answer: str | None = None) -> None:
     """The next turn's memory; this turn's prefetch lookup counted; the prefetch (and speculation) for
     the next one queued. None of it is needed before the customer's next message.
@@ -97,20 +97,16 @@ def _after_answer(turn: TurnInput, context: AssembledContext, presented_skus: li
     `answer`: the complete answer as saved, when this turn's memory is whole: the next memory is
     derived from it and this one; otherwise it is read back from the database."""
     memory = None
-    titles = {p.sku: p.title for p in (*context.products, *context.others, *([context.seed] if context.seed else []))}
-    if (answer is not None and not turn.continuing and "memory" not in context.degraded
-            and all(sku in titles for sku in presented_skus)):
+    if answer is not None and not turn.continuing and "memory" not in context.degraded:
         memory = selectors.memory_after_answer(
             context.memory, conversation_id=turn.conversation_id, question=mask_pii(turn.text), intent=context.intent,
-            question_skus=context.named_skus, answer=mask_pii(answer), answer_skus=presented_skus, answer_titles=titles)
+            question_skus=context.named_skus, answer=mask_pii(answer), presented=[(p.sku, p.title) for p in presented])
     selectors.memory_snapshot_store(conversation_id=turn.conversation_id, memory=memory)
     if not turn.continuing:  # the cut answer's turn counted this lookup already
         prefetch_outcome_record(conversation_id=turn.conversation_id, lookup=context.prefetch,
                                 client_message_id=turn.client_message_id)
     if prefetch_next:
-        ids = {p.sku: p.id for p in context.products}
-        prefetch_enqueue(context=context, session_key=turn.session_key,
-                         presented_ids=[ids[sku] for sku in presented_skus if sku in ids])
+        prefetch_enqueue(context=context, session_key=turn.session_key, presented_ids=[p.id for p in presented])
 
 
 @dataclass
@@ -266,7 +262,7 @@ class Orchestrator:
             turn_metrics["speculation"] = verdict  # an answer was prepared, and why it was not this one
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
-                           presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
+                           presented=presented, turn_metrics=turn_metrics))
 
     async def _prepare(self, turn: TurnInput, admission: _Admission, prefill: str) -> _Ready:
         """The context, then an answer prepared for it or the model request."""
@@ -323,7 +319,7 @@ class Orchestrator:
         turn_metrics.update(speculative=True, speculation="served", prompt_tokens=prepared.prompt_tokens)
         await sink.completed(outcome.text, [p.card() for p in presented], turn_metrics)
         await asyncio.shield(self._finish(turn, context, prompt, outcome, received_at, overhead, TurnStatus.COMPLETE, "",
-                                          presented_skus=[p.sku for p in presented], turn_metrics=turn_metrics))
+                                          presented=presented, turn_metrics=turn_metrics))
 
     async def _guard(self, turn: TurnInput, context: AssembledContext, outcome: StreamOutcome) -> list[ProductFacts]:
         """The guardrails on the whole answer: `outcome.text` becomes what `completed` shows and what is saved.
@@ -533,7 +529,8 @@ class Orchestrator:
 
     async def _finish(self, turn: TurnInput, context: AssembledContext, prompt: CompressedPrompt,
                       outcome: StreamOutcome, received_at: float, overhead: float, status: TurnStatus, reason: str,
-                      *, presented_skus: list[str] | None = None, turn_metrics: dict | None = None) -> None:
+                      *, presented: list[ProductFacts] | None = None, turn_metrics: dict | None = None) -> None:
+        presented = presented or []
         turn_metrics = turn_metrics or self._turn_metrics(context, prompt, outcome, received_at, overhead)
         self._observe(context, prompt, outcome, turn_metrics, status)
         for attempt, pause in enumerate((*SAVE_RETRY_PAUSES, None)):
@@ -541,7 +538,7 @@ class Orchestrator:
                 # Safe to repeat (one row per message id): a database restarting now loses nothing.
                 # At once (a browser that reconnects, a transcript reloaded, find it saved), off the ORM pool.
                 await run_background_now(_answer_save, turn, context, outcome.text, status, reason,
-                                         presented_skus or [], turn_metrics)
+                                         [p.sku for p in presented], turn_metrics)
                 break
             except (DatabaseError, InterfaceError) as exc:
                 if pause is None:
@@ -555,7 +552,7 @@ class Orchestrator:
                 break
         try:
             complete = status == TurnStatus.COMPLETE and not self.assembler.naive
-            await run_background(_after_answer, turn, context, presented_skus or [], prefetch_next=complete,
+            await run_background(_after_answer, turn, context, presented, prefetch_next=complete,
                                  answer=outcome.text if complete else None)
         except Exception:  # noqa: BLE001 - speculation never costs the customer anything
             logger.exception("prefetch bookkeeping failed for %s", turn.client_message_id)

@@ -122,11 +122,12 @@ def _memory(*, summary: str, raw_history_tokens: int, recent: list[Message], row
 
 
 def memory_after_answer(previous: Memory, *, conversation_id: uuid.UUID, question: str, intent: str,
-                        question_skus: list[str], answer: str, answer_skus: list[str],
-                        answer_titles: dict[str, str], window: int = VERBATIM_TURNS) -> Memory:
+                        question_skus: list[str], answer: str, presented: list[tuple[str, str]],
+                        window: int = VERBATIM_TURNS) -> Memory:
     """The next turn's memory from this turn's and the exchange just saved (texts as stored): what
-    `conversation_memory` would read back, from one row instead of the history. The summary and the
-    token count are the database's (the summary may have moved on meanwhile)."""
+    `conversation_memory` would read back, from one row instead of the history. `presented`: the
+    answer's (SKU, title) pairs in order. The summary and the token count are the database's (the
+    summary may have moved on meanwhile)."""
     from catalog.retrieval import get_index
 
     if previous.turn_count and not getattr(previous, "rows", None):  # a snapshot of an older release
@@ -137,12 +138,12 @@ def memory_after_answer(previous: Memory, *, conversation_id: uuid.UUID, questio
     product_ids = get_index().by_sku
     recent = [*previous.recent, Message(Role.USER.value, question)]
     if answer:
-        recent.append(Message(Role.ASSISTANT.value, compact_answer(
-            answer, [(sku, answer_titles[sku]) for sku in answer_skus if sku in answer_titles])))
-    rows = [*previous.rows, (Role.USER.value, list(question_skus)), (Role.ASSISTANT.value, list(answer_skus))]
+        recent.append(Message(Role.ASSISTANT.value, compact_answer(answer, presented)))
+    answer_skus = [sku for sku, _ in presented]
+    rows = [*previous.rows, (Role.USER.value, list(question_skus)), (Role.ASSISTANT.value, answer_skus)]
     return _memory(summary=conversation.summary, raw_history_tokens=conversation.raw_history_tokens,
                    recent=recent[-window:], rows=rows[-HISTORY_ROWS:],
-                   last_list=list(answer_skus) if len(answer_skus) > 1 else previous.last_list,
+                   last_list=answer_skus if len(answer_skus) > 1 else previous.last_list,
                    previous_intent=intent or previous.previous_intent, product_id=product_ids.get)
 
 
