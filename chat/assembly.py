@@ -181,13 +181,16 @@ def reviews_key(product_id: int) -> str:
 PROMOTIONS_KEY = "store:promotions"
 
 
-def load_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int]:
-    """Facts for `product_ids` in order, cache first; returns them and the number of cache hits."""
+def load_product_facts(product_ids: list[int], *, cache_only: bool = False) -> tuple[list[ProductFacts], int] | object:
+    """Facts for `product_ids` in order, cache first; returns them and the number of cache hits.
+    `cache_only`: `_MISS` unless the cache holds every one of them."""
     if not product_ids:
         return [], 0
     cached = _cache_get_many([facts_key(pid) for pid in product_ids])
     missing = [pid for pid in product_ids if facts_key(pid) not in cached]
     if missing:
+        if cache_only:
+            return _MISS
         fresh = catalog_selectors.product_facts(missing)
         _cache_set_many({facts_key(f.id): f for f in fresh}, PRODUCT_FACTS_TTL)
         cached.update({facts_key(f.id): f for f in fresh})
@@ -195,28 +198,16 @@ def load_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int]
     return found, len(product_ids) - len(missing)
 
 
-def cached_product_facts(product_ids: list[int]) -> tuple[list[ProductFacts], int] | object:
-    """`load_product_facts` when the cache holds every one of them, else `_MISS`."""
-    cached = _cache_get_many([facts_key(pid) for pid in product_ids])
-    if len(cached) < len(product_ids):
-        return _MISS
-    return [cached[facts_key(pid)] for pid in product_ids], len(product_ids)
-
-
-def cached_reviews(product_ids: list[int]) -> dict[int, ReviewFacts] | object:
-    """`load_reviews` when the cache knows every one of them (absence included), else `_MISS`."""
-    cached = _cache_get_many([reviews_key(pid) for pid in product_ids])
-    if len(cached) < len(product_ids):
-        return _MISS
-    return {pid: cached[reviews_key(pid)] for pid in product_ids if cached[reviews_key(pid)]}
-
-
-def load_reviews(product_ids: list[int]) -> dict[int, ReviewFacts]:
+def load_reviews(product_ids: list[int], *, cache_only: bool = False) -> dict[int, ReviewFacts] | object:
+    """Review summaries by product, cache first (absence cached too). `cache_only`: `_MISS` unless
+    the cache knows every one of them."""
     if not product_ids:
         return {}
     cached = _cache_get_many([reviews_key(pid) for pid in product_ids])
     missing = [pid for pid in product_ids if reviews_key(pid) not in cached]
     if missing:
+        if cache_only:
+            return _MISS
         fresh = {r.product_id: r for r in catalog_selectors.review_facts(missing)}
         # Cache the absence too ("no reviews"), so the next turn does not ask again.
         _cache_set_many({reviews_key(pid): fresh.get(pid) for pid in missing}, REVIEWS_TTL)
@@ -225,9 +216,9 @@ def load_reviews(product_ids: list[int]) -> dict[int, ReviewFacts]:
 
 
 def load_promotions() -> list[PromotionFacts]:
-    cached = _cache_get_many([PROMOTIONS_KEY])
-    if PROMOTIONS_KEY in cached:
-        return cached[PROMOTIONS_KEY]
+    cached = _cached(PROMOTIONS_KEY)
+    if cached is not _MISS:
+        return cached
     promotions = catalog_selectors.promotions_active()
     _cache_set_many({PROMOTIONS_KEY: promotions}, PROMOTIONS_TTL)
     return promotions
@@ -245,7 +236,7 @@ def filters_from(text: str) -> Filters:
 
 ORDER_INTENTS = {"order_tracking", "return_request"}
 STORE_INTENTS = ORDER_INTENTS | {"checkout_help", "faq"}  # intents whose answer is the store data
-STORE_DATA_INTENTS = STORE_INTENTS | {"promotion"}  # intents `store_facts` reads anything for
+STORE_DATA_INTENTS = STORE_INTENTS | {"promotion"}  # the only intents `store_facts` reads anything for
 
 
 def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory) -> dict[str, str]:
@@ -253,6 +244,8 @@ def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory
     from store import selectors as store_selectors
 
     facts: dict[str, str] = {}
+    if intent not in STORE_DATA_INTENTS:
+        return facts
     if intent in ORDER_INTENTS:
         numbers = entities.order_ids or _orders_mentioned(memory)
         for n, order in enumerate(store_selectors.order_facts(session_key=turn.session_key, numbers=numbers,
@@ -411,9 +404,9 @@ class ContextAssembler:
         reviewed = product_ids[:1] if intent.intent == "product_question" else []
         sources = [
             _Source("catalog", essential, partial(load_product_facts, wanted + others), ([], 0),
-                    partial(cached_product_facts, wanted + others)),
+                    partial(load_product_facts, wanted + others, cache_only=True)),
             _Source("reviews", self.deadlines["store"], partial(load_reviews, reviewed), {},
-                    partial(cached_reviews, reviewed)),
+                    partial(load_reviews, reviewed, cache_only=True)),
             _Source("orders" if intent.intent in ORDER_INTENTS else "store_data",
                     essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
                     partial(store_facts, intent.intent, turn, entities, memory), {},
