@@ -3,12 +3,12 @@
 import hashlib
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
+from mangaassist.cached_config import cached_config
 from store.models import CartItem
 from store.services import demo_orders_ensure
 
@@ -61,16 +61,7 @@ def product(request: HttpRequest, sku: str) -> HttpResponse:
 def _product_grid(section: str, query: str) -> SafeString:
     """The listing's products, rendered once per catalog version: every customer opening the store
     asks for the same page, and rendering it again shares the web process with the chat."""
-    digest = hashlib.sha1(query.encode()).hexdigest()[:16]
-    key = f"store:grid:{catalog_version()}:{section}:{digest}"
-    try:
-        html = cache.get(key)
-    except Exception:  # noqa: BLE001 - the cache is an accelerator
-        html = None
-    if html is None:
-        html = render_to_string("store/_grid.html", {"products": products_browse(section=section, query=query)})
-        try:
-            cache.set(key, html, GRID_TTL)
-        except Exception:  # noqa: BLE001
-            pass
+    key = f"store:grid:{catalog_version()}:{section}:{hashlib.sha1(query.encode()).hexdigest()[:16]}"
+    html = cached_config(key, lambda: render_to_string(
+        "store/_grid.html", {"products": products_browse(section=section, query=query)}), str, timeout=GRID_TTL)
     return mark_safe(html)  # noqa: S308 - rendered by the template engine, escaped there

@@ -1,4 +1,5 @@
-"""Configuration PMs edit in the admin, read through the shared cache by every process.
+"""Configuration PMs edit in the admin (and pages built from the catalog), read through the
+shared cache by every process.
 
 One cache read per turn; the database only after a change (the app's signals call
 `cached_config_invalidate` once the edit commits). The cache is an accelerator: down, the
