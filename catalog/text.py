@@ -24,14 +24,16 @@ STOPWORDS = frozenset(
 )
 
 
-@lru_cache(maxsize=16384)
 def fold(text: str) -> str:
     """NFKC, lower case, diacritics removed, katakana folded to hiragana.
 
-    Cached: entity resolution folds the same catalog titles for every message. Plain ASCII is its
-    own NFKC/NFD form, with no marks and no kana: lower case is all it needs."""
-    if text.isascii():
-        return text.lower()
+    Plain ASCII is its own NFKC/NFD form, with no marks and no kana: lower case is all it needs."""
+    return text.lower() if text.isascii() else _fold_unicode(text)
+
+
+@lru_cache(maxsize=4096)
+def _fold_unicode(text: str) -> str:
+    """Cached: entity resolution folds the same Japanese and accented catalog titles for every message."""
     text = unicodedata.normalize("NFKC", text).lower()
     decomposed = unicodedata.normalize("NFD", text)
     text = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
