@@ -4,9 +4,11 @@ Three lanes:
 - `run_db` / `submit_db`: the customer's path (context sources, the message's commit). One shared
   pool sized for the ORM: `thread_sensitive=False` so a hundred conversations do not queue behind
   one thread, and Django's connection housekeeping around each call as Channels does.
-- `run_assembly`: a turn's context assembly, one hop off the event loop. It fans its sources out
-  to the ORM pool and waits for them there (never on a pool thread of its own: a full pool would
-  wait for itself), so the loop, busy relaying other answers, is not in between its stages.
+- `run_assembly`: a turn's context assembly where its sources are network round trips (scaled
+  mode), one hop off the event loop. It fans its sources out to the ORM pool and waits for them
+  there (never on a pool thread of its own: a full pool would wait for itself), so the loop, busy
+  relaying other answers, is not in between its stages. In embedded mode the assembly runs on the
+  loop, and awaits what it sends to the pool with `pool_call_ended`.
 - `run_background`: what follows an answer the customer already has (the next turn's memory,
   prefetch bookkeeping, client timings, in-process tasks). A small pool of its own, and each job
   waits (a bounded time) while any turn of this process is between its message and its model
@@ -96,6 +98,25 @@ class ForegroundGate:
 def _set_done(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future, _: Future) -> None:
+    """On the pool's thread, when its call ends: wakes the loop that waits (if any still does)."""
+    try:
+        loop.call_soon_threadsafe(_set_done, waiter)
+    except RuntimeError:  # a call that outlived its deadline, and the loop: nobody waits for it
+        pass
+
+
+async def pool_call_ended(future: Future, timeout: float) -> bool:
+    """On the event loop: whether a call started with `submit_db` ended within `timeout` seconds (the
+    loop, and every thread, free meanwhile; the call is neither awaited further nor cancelled)."""
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        future.add_done_callback(partial(_wake, loop, waiter))
+        await asyncio.wait([waiter], timeout=max(0.0, timeout))
+    return future.done()
 
 
 gate = ForegroundGate()

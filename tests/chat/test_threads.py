@@ -102,3 +102,59 @@ def test_a_customer_message_is_written_before_the_writes_that_follow_answers() -
     for thread in (first, background, message):
         thread.join(5)
     assert order == ["first", "message", "answer"]
+
+
+@pytest.mark.django_db
+def test_a_pool_call_is_awaited_on_the_loop_within_its_deadline_and_the_loop_stays_free() -> None:
+    from chat.threads import pool_call_ended, submit_db
+
+    async def scenario() -> tuple[bool, bool, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        slow = submit_db(time.sleep, 0.3)
+        late = await pool_call_ended(slow, 0.05)
+        fast = await pool_call_ended(submit_db(lambda: 42), 1.0)
+        ticker.cancel()
+        return late, fast, ticks
+
+    late, fast, ticks = asyncio.run(scenario())
+    assert (late, fast) == (False, True)
+    assert ticks >= 5  # the loop ran other work while it waited
+    time.sleep(0.4)  # the slow call ends after its loop closed: nothing to wake, nothing raised
+
+
+@pytest.mark.django_db(transaction=True)
+def test_embedded_assembly_runs_on_the_event_loop_and_scaled_on_a_thread(demo_catalog: None, monkeypatch,
+                                                                          settings) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    import chat.assembly as assembly
+    from chat.assembly import ContextAssembler, TurnInput
+
+    where: list[str] = []
+    search = assembly._search
+
+    def recorded(*args: object) -> object:
+        where.append(threading.current_thread().name)
+        return search(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(assembly, "_search", recorded)
+    turn = TurnInput(uuid.uuid4(), "m1", "Recommend a shonen manga like Dragon Ball", {}, new_conversation=True)
+
+    async def assemble(assembler: ContextAssembler) -> str:
+        context = await assembler.assemble(turn)
+        assert len(context.products) == 3 and not context.degraded
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(assemble(ContextAssembler(naive=False)))
+    assert where == [loop_thread]  # in place on the loop: no hop, no GIL shared with it
+    monkeypatch.setattr(assembly, "cache_is_local", lambda: False)  # a cache across the network (Redis)
+    asyncio.run(assemble(ContextAssembler(naive=False)))
+    assert where[1].startswith("mangaassist-")  # the fan-out waits on a thread
