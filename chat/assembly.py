@@ -334,6 +334,29 @@ def _current_product_id(page: dict, index: LexicalIndex) -> int | None:
     return index.by_sku.get(sku)
 
 
+Steps = Generator[tuple[_Source, ...], list[Any], AssembledContext]
+
+
+class _Run:
+    """One assembly under way: the sources its steps wait for, and what gathering them recorded."""
+
+    def __init__(self, steps: Callable[[TurnInput, dict[str, str], dict[str, float]], Steps], turn: TurnInput) -> None:
+        self.degraded: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._steps = steps(turn, self.degraded, self.timings)
+        self.sources = next(self._steps)
+        self.context: AssembledContext
+
+    def give(self, results: list[Any]) -> bool:
+        """The sources' results to the step waiting for them: False once the context is done."""
+        try:
+            self.sources = self._steps.send(results)
+            return True
+        except StopIteration as done:
+            self.context = done.value
+            return False
+
+
 class ContextAssembler:
     """Gathers memory, retrieval, store data and the prefetch cache for one turn."""
 
@@ -386,32 +409,21 @@ class ContextAssembler:
         if self.naive or not cache_is_local():
             context = await run_assembly(self._assemble, turn)
         else:
-            degraded: dict[str, str] = {}
-            timings: dict[str, float] = {}
-            steps = self._steps(turn, degraded, timings)
-            try:
-                sources = next(steps)
-                while True:
-                    sources = steps.send(await self._gather_on_loop(*sources, degraded=degraded, timings=timings))
-            except StopIteration as done:
-                context = done.value
+            run = _Run(self._steps, turn)
+            while run.give(await self._gather_on_loop(*run.sources, degraded=run.degraded, timings=run.timings)):
+                pass
+            context = run.context
         context.assembly_ms = round((time.perf_counter() - started) * 1000, 3)
         return context
 
     def _assemble(self, turn: TurnInput) -> AssembledContext:
         """On a thread: the steps, each gathered there."""
-        degraded: dict[str, str] = {}
-        timings: dict[str, float] = {}
-        steps = self._steps(turn, degraded, timings)
-        try:
-            sources = next(steps)
-            while True:
-                sources = steps.send(self._gather(*sources, degraded=degraded, timings=timings))
-        except StopIteration as done:
-            return done.value
+        run = _Run(self._steps, turn)
+        while run.give(self._gather(*run.sources, degraded=run.degraded, timings=run.timings)):
+            pass
+        return run.context
 
-    def _steps(self, turn: TurnInput, degraded: dict[str, str],
-               timings: dict[str, float]) -> Generator[tuple[_Source, ...], list[Any], AssembledContext]:
+    def _steps(self, turn: TurnInput, degraded: dict[str, str], timings: dict[str, float]) -> Steps:
         """The assembly, written once for both places it runs: it yields the sources it needs next
         (gathered concurrently, each under its deadline, by whoever drives it) and is sent their
         results; it returns the context."""
