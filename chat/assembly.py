@@ -23,7 +23,7 @@ from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index
 from catalog.retrieval import search as retrieval_search
 from catalog.selectors import ProductFacts, PromotionFacts, ReviewFacts
 from catalog.text import tokens
-from prefetch.selectors import PrefetchLookup, cart_summary, prefetch_lookup
+from prefetch.selectors import PrefetchLookup, cart_key, cart_summary, prefetch_lookup
 
 from . import selectors
 from .compression import Chunk
@@ -282,22 +282,36 @@ STORE_INTENTS = ORDER_INTENTS | {"checkout_help", "faq"}  # intents whose answer
 STORE_DATA_INTENTS = STORE_INTENTS | {"promotion"}  # the only intents `store_facts` reads anything for
 
 
-def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory) -> dict[str, str]:
-    """Orders, cart and policies the intent needs, for this customer's session only."""
+def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory, *,
+                cache_only: bool = False) -> Any:
+    """Orders, cart and policies the intent needs, for this customer's session only.
+
+    `cache_only`: `_MISS` unless the cache holds all of it (the policies, the cart a prefetch or an
+    earlier read left); orders are always read from the database."""
     from store import selectors as store_selectors
 
     facts: dict[str, str] = {}
     if intent not in STORE_DATA_INTENTS:
         return facts
+    cart = policies = None
+    if cache_only:
+        if intent in ORDER_INTENTS:
+            return _MISS
+        if intent in {"checkout_help", "promotion"} and (cart := _cached(cart_key(turn.session_key), str)) is _MISS:
+            return _MISS
+        if intent in {"faq", "checkout_help"} and (policies := _cached(store_selectors.FAQ_KEY, tuple)) is _MISS:
+            return _MISS
     if intent in ORDER_INTENTS:
         numbers = entities.order_ids or _orders_mentioned(memory)
         for n, order in enumerate(store_selectors.order_facts(session_key=turn.session_key, numbers=numbers,
                                                                with_returns=intent == "return_request")):
             facts[f"order{n}"] = order.text
     if intent in {"checkout_help", "promotion"}:
-        facts["cart"] = cart_summary(session_key=turn.session_key)  # a prefetched summary when there is one
+        # A prefetched summary when there is one.
+        facts["cart"] = cart if cart is not None else cart_summary(session_key=turn.session_key)
     if intent in {"faq", "return_request", "checkout_help"}:
-        for n, policy in enumerate(store_selectors.faq_facts(turn.text, limit=1 if intent != "faq" else 2)):
+        for n, policy in enumerate(store_selectors.faq_facts(turn.text, limit=1 if intent != "faq" else 2,
+                                                             entries=policies)):
             facts[f"policy{n}"] = policy
     return facts
 
@@ -484,7 +498,8 @@ class ContextAssembler:
             _Source("orders" if intent.intent in ORDER_INTENTS else "store_data",
                     essential if intent.intent in STORE_INTENTS else self.deadlines["store"],
                     partial(store_facts, intent.intent, turn, entities, memory), {},
-                    None if intent.intent in STORE_DATA_INTENTS else dict),
+                    partial(store_facts, intent.intent, turn, entities, memory, cache_only=True)
+                    if intent.intent in STORE_DATA_INTENTS else dict),
         ]
         if promotions_first is None:
             sources.append(_Source("promotions", self.deadlines["store"], load_promotions, [],

@@ -266,23 +266,26 @@ class Orchestrator:
 
     async def _prepare(self, turn: TurnInput, admission: _Admission, prefill: str) -> _Ready:
         """The context, then an answer prepared for it or the model request."""
-        # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before it.
-        provisioned = asyncio.create_task(self._provisioned_route())
+        # Is provisioned throughput up (InService, in its window)? Asked beside the assembly, not before
+        # it; and only where there is any: a task costs the turn a pass of the event loop.
+        provisioned = asyncio.create_task(self._provisioned_route()) if self._may_provision() else None
         try:
             context = await self.assembler.assemble(turn)
         except Exception:
-            provisioned.cancel()
+            if provisioned is not None:
+                provisioned.cancel()
             await admission.wait(None)  # the message is committed (and acknowledged) before the error goes out
             raise
         prepared, verdict = speculation_match(context) if not prefill else (None, "")
         if prepared is not None:
-            provisioned.cancel()
+            if provisioned is not None:
+                provisioned.cancel()
             return _Ready(context, verdict, prepared=prepared)
         compressing = time.perf_counter()
         prompt = self.compress(context)
         context.timings_ms["compression"] = round((time.perf_counter() - compressing) * 1000, 3)
         routes = self.routes()
-        provisioned_route = await provisioned
+        provisioned_route = await provisioned if provisioned is not None else None
         if provisioned_route is not None:
             routes = [provisioned_route, *routes]  # a 429 there falls back to on-demand (policy below)
         return _Ready(context, verdict, prompt=prompt, routes=routes,
@@ -337,9 +340,10 @@ class Orchestrator:
         outcome.text = guarded.text
         return guarded.products
 
+    def _may_provision(self) -> bool:
+        return self.backend.name == "bedrock" and settings.PROVISIONED_THROUGHPUT_ENABLED
+
     async def _provisioned_route(self) -> Route | None:
-        if self.backend.name != "bedrock" or not settings.PROVISIONED_THROUGHPUT_ENABLED:
-            return None
         from throughput.selectors import provisioned_route
 
         try:

@@ -85,14 +85,18 @@ def _faq_load() -> tuple[FaqTerms, ...]:
                  for e in FaqEntry.objects.filter(active=True))
 
 
-def faq_facts(text: str, *, limit: int = 2) -> list[str]:
-    """The policy entries that best match the question (word and character-bigram overlap)."""
+def faq_facts(text: str, *, limit: int = 2, entries: tuple[FaqTerms, ...] | None = None) -> list[str]:
+    """The policy entries that best match the question (word and character-bigram overlap).
+
+    `entries`: the active entries when the caller has them (the chat path reads them from its
+    cache in place); else through the shared cache, or the database."""
     query = set(tokens(text))
     if not query:
         return []
-    # Through the shared cache: an admin edit reaches every process at once (store.signals); a bulk
-    # change outside the ORM's signals within the hour.
-    entries = cached_config(FAQ_KEY, _faq_load, tuple, timeout=60 * 60)
+    if entries is None:
+        # Through the shared cache: an admin edit reaches every process at once (store.signals); a bulk
+        # change outside the ORM's signals within the hour.
+        entries = cached_config(FAQ_KEY, _faq_load, tuple, timeout=60 * 60)
     scored = [(overlap, entry) for entry in entries if (overlap := len(query & entry.terms))]
     scored.sort(key=lambda pair: -pair[0])
     return [f"Policy ({e.topic}): {e.answer}" for _, e in scored[:limit]]

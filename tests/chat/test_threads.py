@@ -158,3 +158,45 @@ def test_embedded_assembly_runs_on_the_event_loop_and_scaled_on_a_thread(demo_ca
     monkeypatch.setattr(assembly, "cache_is_local", lambda: False)  # a cache across the network (Redis)
     asyncio.run(assemble(ContextAssembler(naive=False)))
     assert where[1].startswith("mangaassist-")  # the fan-out waits on a thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_policies_and_cart_are_read_in_place_once_cached_orders_from_the_database(demo_catalog: None,
+                                                                                 monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from django.core.cache import cache
+
+    import store.selectors as store_selectors
+    from chat.assembly import ContextAssembler, TurnInput
+
+    where: list[str] = []
+    for name in ("faq_facts", "order_facts", "cart_facts"):
+        original = getattr(store_selectors, name)
+
+        def recorded(*args: object, _original=original, _name=name, **kwargs: object) -> object:  # type: ignore[no-untyped-def]
+            where.append(f"{_name}@{threading.current_thread().name}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(store_selectors, name, recorded)
+    cache.delete(store_selectors.FAQ_KEY)
+
+    async def ask(text: str) -> tuple[str, dict]:
+        context = await ContextAssembler(naive=False).assemble(
+            TurnInput(uuid.uuid4(), "m", text, {}, session_key="s-in-place", new_conversation=True))
+        return threading.current_thread().name, context.store
+
+    loop_thread, store = asyncio.run(ask("How much is shipping?"))
+    assert len(where) == 1 and where[0].startswith("faq_facts@mangaassist-")  # not cached yet: the pool loads them
+    assert any("¥" in fact for fact in store.values())
+    where.clear()
+    assert asyncio.run(ask("How much is shipping?"))[1] == store
+    assert where == [f"faq_facts@{loop_thread}"]  # the policies from the cache, on the loop
+    where.clear()
+    asyncio.run(ask("I need help with checkout, how do I pay?"))
+    asyncio.run(ask("I need help with checkout, how do I pay?"))
+    assert [w.split("@")[0] for w in where] == ["cart_facts", "faq_facts", "faq_facts"]  # the cart read once
+    assert where[-1].endswith(loop_thread)
+    where.clear()
+    asyncio.run(ask("Where is my order MA-10001?"))
+    assert len(where) == 1 and where[0].startswith("order_facts@mangaassist-")  # orders: always the database
