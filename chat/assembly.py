@@ -287,24 +287,33 @@ def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory
     """Orders, cart and policies the intent needs, for this customer's session only.
 
     `cache_only`: `_MISS` unless the cache holds all of it (the policies, the cart a prefetch or an
-    earlier read left); orders are always read from the database."""
+    earlier read left, the session's orders an earlier order question read)."""
     from store import selectors as store_selectors
 
     facts: dict[str, str] = {}
     if intent not in STORE_DATA_INTENTS:
         return facts
-    cart = policies = None
+    numbers = (entities.order_ids or _orders_mentioned(memory)) if intent in ORDER_INTENTS else []
+    cart = policies = orders = None
     if cache_only:
-        if intent in ORDER_INTENTS:
+        if intent in ORDER_INTENTS and ((orders := _cached(store_selectors.orders_key(turn.session_key), tuple)) is _MISS
+                                        or not store_selectors.orders_cover(orders, numbers)):
             return _MISS
         if intent in {"checkout_help", "promotion"} and (cart := _cached(cart_key(turn.session_key), str)) is _MISS:
             return _MISS
-        if intent in {"faq", "checkout_help"} and (policies := _cached(store_selectors.FAQ_KEY, tuple)) is _MISS:
+        if intent in {"faq", "checkout_help", "return_request"} and (
+                policies := _cached(store_selectors.FAQ_KEY, tuple)) is _MISS:
             return _MISS
+    elif intent in ORDER_INTENTS and turn.session_key:
+        # The session's latest orders, kept for its next order question ("has it shipped yet?").
+        orders = store_selectors.session_orders(session_key=turn.session_key)
+        _cache_set_many({store_selectors.orders_key(turn.session_key): orders}, store_selectors.ORDERS_TTL)
+        if not store_selectors.orders_cover(orders, numbers):
+            orders = None  # an older order named: read it from the database
     if intent in ORDER_INTENTS:
-        numbers = entities.order_ids or _orders_mentioned(memory)
         for n, order in enumerate(store_selectors.order_facts(session_key=turn.session_key, numbers=numbers,
-                                                               with_returns=intent == "return_request")):
+                                                               with_returns=intent == "return_request",
+                                                               records=orders)):
             facts[f"order{n}"] = order.text
     if intent in {"checkout_help", "promotion"}:
         # A prefetched summary when there is one.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog.text import tokens
@@ -21,19 +22,66 @@ class OrderFacts:
     text: str  # one line the prompt (and the simulated responder) uses
 
 
-def _items(order: Order) -> str:
-    return ", ".join(f"{i.product.display_title} vol. {i.volume} x{i.quantity}" for i in order.items.all())
+ORDERS_TTL = 60  # the chat's cached copy of a session's orders; an edit through the ORM drops it at once
+SESSION_ORDERS_CACHED = 50  # the latest orders a session's cached copy holds
 
 
-def order_facts(*, session_key: str, numbers: list[str], with_returns: bool = False) -> list[OrderFacts]:
-    """The orders named (or, none named, the session's latest), as facts. Other sessions' orders stay unknown."""
-    orders = Order.objects.filter(session_key=session_key).prefetch_related("items__product")
-    found = {o.number: o for o in orders.filter(number__in=numbers)} if numbers else {}
+def orders_key(session_key: str) -> str:
+    return f"store:orders:{session_key}"
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """An order as the chat states it: plain values, so that the chat can keep a session's orders in
+    its cache and answer the next order question without a query."""
+
+    number: str
+    items: str
+    status: str
+    status_label: str
+    carrier: str
+    tracking_number: str
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    expected_delivery: date | None
+
+
+def _record(order: Order) -> OrderRecord:
+    items = ", ".join(f"{i.product.display_title} vol. {i.volume} x{i.quantity}" for i in order.items.all())
+    return OrderRecord(order.number, items, order.status, order.get_status_display(), order.carrier,
+                       order.tracking_number, order.shipped_at, order.delivered_at, order.expected_delivery)
+
+
+def _orders(session_key: str) -> QuerySet[Order]:
+    return Order.objects.filter(session_key=session_key).prefetch_related("items__product")
+
+
+def session_orders(*, session_key: str) -> tuple[OrderRecord, ...]:
+    """The session's latest orders, newest first (at most SESSION_ORDERS_CACHED)."""
+    return tuple(_record(o) for o in _orders(session_key)[:SESSION_ORDERS_CACHED])
+
+
+def orders_cover(records: tuple[OrderRecord, ...], numbers: list[str]) -> bool:
+    """Whether a session's latest orders answer for `numbers`: each is among them, or the session
+    has no older orders (a number not found is then not this customer's)."""
+    return len(records) < SESSION_ORDERS_CACHED or {*numbers} <= {r.number for r in records}
+
+
+def order_facts(*, session_key: str, numbers: list[str], with_returns: bool = False,
+                records: tuple[OrderRecord, ...] | None = None) -> list[OrderFacts]:
+    """The orders named (or, none named, the session's latest), as facts. Other sessions' orders stay unknown.
+
+    `records`: the session's latest orders when the caller has them and they cover `numbers`
+    (`orders_cover`); else the database is asked for the named ones."""
+    if records is None:
+        orders = _orders(session_key)
+        records = tuple(map(_record, orders.filter(number__in=numbers) if numbers else orders[:1]))
+    found = {r.number: r for r in records if r.number in numbers} if numbers else {}
     out = [OrderFacts(n, False, f"Order {n}: no order with this number for this customer; ask them to check it.")
            for n in numbers if n not in found]
-    chosen = list(found.values()) if numbers else list(orders[:1])
+    chosen = list(found.values()) if numbers else list(records[:1])
     for order in chosen:
-        text = f"Order {order.number} ({_items(order)}): {order.get_status_display().lower()}"
+        text = f"Order {order.number} ({order.items}): {order.status_label.lower()}"
         if order.status == OrderStatus.SHIPPED:
             text += (f", shipped {order.shipped_at:%Y-%m-%d} by {order.carrier}, tracking {order.tracking_number}, "
                      f"expected {order.expected_delivery:%Y-%m-%d}")
@@ -47,7 +95,7 @@ def order_facts(*, session_key: str, numbers: list[str], with_returns: bool = Fa
     return out
 
 
-def _return_eligibility(order: Order) -> str:
+def _return_eligibility(order: OrderRecord) -> str:
     window = settings.STORE_RETURN_WINDOW_DAYS
     if order.status == OrderStatus.DELIVERED and order.delivered_at:
         until = order.delivered_at + timedelta(days=window)

@@ -198,5 +198,35 @@ def test_policies_and_cart_are_read_in_place_once_cached_orders_from_the_databas
     assert [w.split("@")[0] for w in where] == ["cart_facts", "faq_facts", "faq_facts"]  # the cart read once
     assert where[-1].endswith(loop_thread)
     where.clear()
-    asyncio.run(ask("Where is my order MA-10001?"))
-    assert len(where) == 1 and where[0].startswith("order_facts@mangaassist-")  # orders: always the database
+    first = asyncio.run(ask("Where is my order MA-10001?"))[1]
+    assert len(where) == 1 and where[0].startswith("order_facts@mangaassist-")  # the first order question: the database
+    assert asyncio.run(ask("Where is my order MA-10001?"))[1] == first
+    assert where[1] == f"order_facts@{loop_thread}"  # the session's orders kept for the next one
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_changed_order_is_never_answered_from_the_kept_copy(demo_catalog: None) -> None:
+    import uuid
+
+    from chat.assembly import ContextAssembler, TurnInput
+    from store.models import Order, OrderStatus
+    from store.services import demo_orders_ensure
+
+    demo_orders_ensure(session_key="s-orders")
+    order = Order.objects.filter(session_key="s-orders").first()
+    assert order is not None
+
+    async def ask() -> str:
+        context = await ContextAssembler(naive=False).assemble(
+            TurnInput(uuid.uuid4(), "m", f"Where is my order {order.number}?", {}, session_key="s-orders",
+                      new_conversation=True))
+        return context.store["order0"]
+
+    asyncio.run(ask())  # read, and kept
+    for status in (OrderStatus.CANCELLED, OrderStatus.PROCESSING):
+        order.status = status
+        order.save()
+        assert status.label.lower() in asyncio.run(ask())
+    assert "no order with this number" in asyncio.run(ContextAssembler(naive=False).assemble(
+        TurnInput(uuid.uuid4(), "m", f"Where is my order {order.number}?", {}, session_key="another-session",
+                  new_conversation=True))).store["order0"]
