@@ -12,6 +12,8 @@ from django.dispatch import receiver
 from store.models import CartItem
 
 from .models import PrefetchSettings, Transition
+from mangaassist.cached_config import cached_config_invalidate
+
 from .selectors import cart_key, prefetch_config_invalidate
 
 
@@ -26,15 +28,7 @@ def prefetch_config_changed(**kwargs: Any) -> None:
 @receiver(post_save, sender=CartItem)
 @receiver(post_delete, sender=CartItem)
 def cart_changed(instance: CartItem, **kwargs: Any) -> None:
-    """A prefetched cart summary must not outlive the cart it describes."""
-    from django.core.cache import cache
-
+    """A prefetched cart summary must not outlive the cart it describes (its 5-minute TTL bounds a
+    change made without the ORM's signals)."""
     key = cart_key(instance.session_key)
-
-    def forget() -> None:
-        try:
-            cache.delete(key)
-        except Exception:  # noqa: BLE001 - its 5-minute TTL bounds the staleness
-            pass
-
-    transaction.on_commit(forget)
+    transaction.on_commit(lambda: cached_config_invalidate(key))

@@ -24,17 +24,8 @@ def faq_changed(**kwargs: object) -> None:
 def order_changed(instance: Order | OrderItem, **kwargs: object) -> None:
     """The chat's copy of the session's orders must not outlive a change to them (its TTL bounds a
     change made without the ORM's signals, such as a bulk update)."""
-    from django.core.cache import cache
-
     try:
         session_key = instance.session_key if isinstance(instance, Order) else instance.order.session_key
     except Order.DoesNotExist:  # an item deleted with its order: the order's own signal drops the copy
         return
-
-    def forget() -> None:
-        try:
-            cache.delete(orders_key(session_key))
-        except Exception:  # noqa: BLE001 - the TTL bounds the staleness
-            pass
-
-    transaction.on_commit(forget)
+    transaction.on_commit(lambda: cached_config_invalidate(orders_key(session_key)))
