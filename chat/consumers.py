@@ -51,15 +51,28 @@ class FrameSink:
     Each delta is queued to the log before it is sent, so the log holds every delta the
     browser may have seen. Deltas up to `sent_through` are logged but not sent: a
     resumed browser has them already.
+
+    A browser can be ahead of the log: its producer was killed (SIGKILL) between sending
+    deltas and writing their batch. Their text is lost with it, and the continuation's
+    deltas need not split where the lost ones did. Given how many characters the browser
+    has (`chars`), the seam is placed by text: the continuation's first characters stand
+    for the browser's unlogged deltas (logged as those deltas), and what follows is
+    numbered on from the browser's last delta.
     """
 
     def __init__(self, consumer: "ChatConsumer", message_id: str, log: StreamLogWriter | None, progress: asyncio.Event,
-                 *, sent_through: int = -1) -> None:
+                 *, sent_through: int = -1, chars: int | None = None) -> None:
         self.consumer = consumer
         self.message_id = message_id
         self.log = log
         self.progress = progress
         self.sent_through = sent_through
+        # Characters the browser has beyond the log (None: no seam to place, or no `chars` to place it by).
+        self._unseen: int | None = None
+        if log is not None and sent_through >= log.count and chars is not None and chars >= len(log.text):
+            self._unseen = chars - len(log.text)
+        self._held = ""  # the continuation's text, until it covers the browser's unlogged characters
+        self._shift = 0  # continuation index -> index the browser expects, once past the seam
 
     async def delta(self, index: int, text: str) -> None:
         task = asyncio.current_task()
@@ -68,13 +81,51 @@ class FrameSink:
             # asyncio.wait_for then returns the delta and drops the cancellation. Honour it here.
             raise asyncio.CancelledError
         self.progress.set()
+        if self._unseen is not None:
+            placed = self._past_seam(index, text)
+            if placed is None:
+                return
+            index, text = placed
+        index += self._shift
         if self.log is not None:
             self.log.append(index, text)
         if index > self.sent_through:
             await self.consumer.send(protocol.frame("delta", id=self.message_id, index=index, text=text))
 
+    def _past_seam(self, index: int, text: str) -> tuple[int, str] | None:
+        """Hold the continuation until it covers the characters the browser has beyond the log; then log
+        those as the browser's unlogged deltas and renumber the rest after the browser's last (None: held)."""
+        assert self._unseen is not None
+        self._held += text
+        if len(self._held) < self._unseen:
+            return None
+        seen, rest = self._held[:self._unseen], self._held[self._unseen:]
+        self._log_seen(seen)
+        self._unseen, self._held = None, ""
+        if not rest:  # the next delta is the browser's next
+            self._shift = self.sent_through - index
+            return None
+        self._shift = self.sent_through + 1 - index
+        return index, rest
+
+    def _log_seen(self, seen: str) -> None:
+        """`seen` as the log's deltas up to the browser's last: their concatenation is what a replay needs."""
+        if self.log is None:
+            return
+        first = self.log.count
+        pieces = max(1, self.sent_through - first + 1)
+        size, longer = divmod(len(seen), pieces)
+        start = 0
+        for number in range(pieces):
+            end = start + size + (1 if number < longer else 0)
+            self.log.append(first + number, seen[start:end])
+            start = end
+
     async def completed(self, text: str, products: list[dict], metrics: dict) -> None:
         self.progress.set()
+        if self._unseen is not None and self._held:  # the continuation ended inside what the browser has
+            self._log_seen(self._held)
+            self._unseen = None
         self.consumer.answering = False  # the customer may send the next message now
         frame = protocol.frame("completed", id=self.message_id, text=text, products=products, metrics=metrics)
         if self.log is not None:
@@ -134,7 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             elif kind == "stop":
                 await self._on_stop(protocol.check_id(frame))
             elif kind == "resume":
-                await self._on_resume(*protocol.check_resume(frame))
+                await self._on_resume(protocol.check_resume(frame))
             elif kind == "client_metrics":
                 await self._on_client_metrics(protocol.check_client_metrics(frame))
         except ProtocolError as exc:
@@ -156,13 +207,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self._begin(message.id, self._answer(message, received_at, self.answer_task))
 
-    async def _on_resume(self, message_id: str, after: int) -> None:
+    async def _on_resume(self, resume: protocol.ClientResume) -> None:
         if self.answering:
-            raise ProtocolError("busy", "This connection is already streaming an answer.", message_id)
+            raise ProtocolError("busy", "This connection is already streaming an answer.", resume.id)
         if self.conversation_id is None:
             raise ProtocolError("unknown_message", "There is no conversation to resume: reconnect with "
-                                "?conversation=<uuid> of this browser's conversation.", message_id)
-        self._begin(message_id, self._resume(message_id, after, self.answer_task))
+                                "?conversation=<uuid> of this browser's conversation.", resume.id)
+        self._begin(resume.id, self._resume(resume, self.answer_task))
 
     def _begin(self, message_id: str, work: Coroutine[Any, Any, None]) -> None:
         self.answer_id = message_id
@@ -245,13 +296,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await self._catch_up(message_id, -1, progress)
 
-    async def _resume(self, message_id: str, after: int, previous: asyncio.Task | None) -> None:
+    async def _resume(self, resume: protocol.ClientResume, previous: asyncio.Task | None) -> None:
+        message_id = resume.id
         progress = asyncio.Event()
         keepalive = asyncio.create_task(self._keepalive(progress))
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            await self._catch_up(message_id, after, progress)
+            await self._catch_up(message_id, resume.after, progress, chars=resume.chars)
         except asyncio.CancelledError:
             raise
         except streamlog.StreamLogUnavailable:
@@ -276,7 +328,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.finish(streamlog.STOPPED, protocol.frame("stopped", id=message_id))
             log.end()  # still open (the socket closed): the next resume takes it over
 
-    async def _catch_up(self, message_id: str, after: int, progress: asyncio.Event) -> None:
+    async def _catch_up(self, message_id: str, after: int, progress: asyncio.Event, *, chars: int | None = None) -> None:
         """Send what the browser misses of answer `message_id` after delta `after`, then the rest as it comes.
 
         Following the log while another socket produces the answer; taking the answer over
@@ -322,7 +374,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     continue
                 log, read = taken
                 after = await self._replay(message_id, [(i, t) for i, t in read.deltas if i > after], after, progress)
-                await self._produce(message_id, log, read, question, after, progress)
+                await self._produce(message_id, log, read, question, after, progress, chars)
                 return
         except asyncio.CancelledError:
             if self.stopping and log is None:
@@ -339,8 +391,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.end()
 
     async def _produce(self, message_id: str, log: StreamLogWriter, read: streamlog.LogRead,
-                       question: selectors.HistoryTurn | None, sent_through: int, progress: asyncio.Event) -> None:
-        """This socket now produces the answer: end it as logged, or continue it from the logged text."""
+                       question: selectors.HistoryTurn | None, sent_through: int, progress: asyncio.Event,
+                       chars: int | None) -> None:
+        """This socket now produces the answer: end it as logged, or continue it from the logged text
+        (`chars`: how much of it the browser has, to place the seam where the browser is ahead of the log)."""
         assert self.conversation_id is not None
         if read.final_frame is not None:  # it ended while the lock changed hands
             progress.set()
@@ -367,7 +421,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             log.set_question(question.text, {})
         turn = TurnInput(self.conversation_id, message_id, asked["text"], asked.get("page") or {}, self.session_key,
                          continuing=True)
-        sink = FrameSink(self, message_id, log, progress, sent_through=sent_through)
+        sink = FrameSink(self, message_id, log, progress, sent_through=sent_through, chars=chars)
         # Timed from here, not from the resume frame: waiting for the lock is not the model's first token.
         await self._orchestrator().answer(turn, sink, received_at=time.perf_counter(), prefill=log.text,
                                           first_index=log.count)

@@ -38,6 +38,13 @@ class ClientMessage:
 
 
 @dataclass(frozen=True)
+class ClientResume:
+    id: str
+    after: int  # the index of the last delta the browser has (-1: none)
+    chars: int | None  # how many characters of the answer it has (None: an older client that does not say)
+
+
+@dataclass(frozen=True)
 class ClientMetrics:
     id: str
     first_token_ms: float | None
@@ -113,12 +120,16 @@ def check_message(frame: dict[str, Any]) -> ClientMessage:
     return ClientMessage(message_id, text, check_page(frame.get("page"), message_id))
 
 
-def check_resume(frame: dict[str, Any]) -> tuple[str, int]:
+def check_resume(frame: dict[str, Any]) -> ClientResume:
     message_id = check_id(frame)
     after = frame.get("after", -1)
     if isinstance(after, bool) or not isinstance(after, int) or after < -1:
         raise ProtocolError("invalid_message", "`after` must be the index of the last delta received (or -1).", message_id)
-    return message_id, after
+    chars = frame.get("chars")
+    if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or chars < 0):
+        raise ProtocolError("invalid_message", "`chars` must be the number of characters of the answer received.",
+                            message_id)
+    return ClientResume(message_id, after, chars)
 
 
 def _number(value: Any, low: float, high: float) -> float | None:

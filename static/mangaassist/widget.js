@@ -499,7 +499,8 @@
         answer.sent = send(messageFrame(answer));
       } else {
         answer.resuming = true;
-        send({ type: "resume", id: answer.id, after: answer.after });
+        // `chars` (in code points, as the server counts) places the seam if the browser is ahead of the log.
+        send({ type: "resume", id: answer.id, after: answer.after, chars: [...answer.text].length });
       }
       if (answer.stopRequested) send({ type: "stop", id: answer.id });
     }

@@ -685,6 +685,9 @@ class WidgetRecoveryTests:
             frames = chat.frames()
             resume = next(f for f in frames if f["dir"] == "out" and f["type"] == "resume")
             assert resume["id"] == before["id"] and resume["after"] >= len(before["shown"]) // 20
+            painted = "".join(f["text"] for f in frames if f["dir"] == "in" and f["type"] == "delta"
+                              and f["id"] == before["id"] and f["index"] <= resume["after"])
+            assert resume["chars"] == len(painted)  # what it had, in code points as the server counts
             # Every delta arrived once, in order, across the seam; the text is the saved answer, unrepaired.
             assert _delta_indexes(frames, before["id"]) == list(range(len(_delta_indexes(frames, before["id"]))))
             saved = chat.saved_answer(before["id"])

@@ -129,6 +129,15 @@ async def _answer_when(message_id: str, status: TurnStatus, timeout: float = 5.0
         await asyncio.sleep(0.02)
 
 
+async def _log_released(key: str, timeout: float = 5.0) -> None:
+    """Until the answer's producer let go of its log (everything it queued is written by then)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await sync_to_async(cache.get)(f"{key}:lock") is not None:
+        assert loop.time() < deadline, f"{key} is still held"
+        await asyncio.sleep(0.02)
+
+
 def _deltas(frames: list[dict]) -> list[dict]:
     return [f for f in frames if f["type"] == "delta"]
 
@@ -148,9 +157,11 @@ class ResumeTests:
         cookie = await _session_cookie()
         conversation, before = await _leave_mid_answer(cookie, "r1", deltas=5)
 
-        # The closed socket cancelled the answer: it is saved partial and its log stops growing.
+        # The closed socket cancelled the answer: it is saved partial, and once its producer wrote what
+        # it had queued and let go of the log, the log stops growing.
         partial = await _answer_when("r1", TurnStatus.PARTIAL)
         key = streamlog.message_key(conversation, "r1")
+        await _log_released(key)
         logged = await streamlog.read_after(key, -1)
         await asyncio.sleep(0.2)
         assert (await streamlog.read_after(key, -1)).count == logged.count < len(_split(whole["text"]))
@@ -273,7 +284,9 @@ class ResumeTests:
         assert reference[0][1] + reference[1][1] + _text(deltas) == whole["text"]
         assert (await _answer_when("k1", TurnStatus.COMPLETE)).text == whole["text"]
 
-    async def test_a_browser_ahead_of_the_log_gets_only_what_it_lacks(self, paced: RecordingBackend) -> None:
+    @pytest.mark.parametrize("says_chars", [True, False], ids=["chars", "index-only client"])
+    async def test_a_browser_ahead_of_the_log_gets_only_what_it_lacks(self, paced: RecordingBackend,
+                                                                      says_chars: bool) -> None:
         """Killed inside a batch on Redis: the browser painted deltas the log never got. The continuation
         writes them again (into the log); the browser is sent only the ones after its own."""
         whole = await _whole_answer()
@@ -281,7 +294,10 @@ class ResumeTests:
         cookie, conversation, key = await _question_logged("a1", reference[:3])
 
         second = await _reopen(cookie, conversation)
-        await second.send({"type": "resume", "id": "a1", "after": 5})  # it has deltas 0-5; the log 0-2
+        resume = {"type": "resume", "id": "a1", "after": 5}  # it has deltas 0-5; the log 0-2
+        if says_chars:
+            resume["chars"] = len("".join(reference[:6]))
+        await second.send(resume)
         frames = await second.until("completed", "error")
         await second.ws.disconnect()
         deltas = _deltas(frames)
@@ -289,6 +305,32 @@ class ResumeTests:
         assert "".join(reference[:6]) + _text(deltas) == frames[-1]["text"] == whole["text"]
         logged = await streamlog.read_after(key, -1)
         assert logged.state == streamlog.COMPLETED and "".join(text for _, text in logged.deltas) == whole["text"]
+        assert [index for index, _ in logged.deltas] == list(range(6 + len(deltas)))
+
+    async def test_a_browser_ahead_of_the_log_is_continued_at_its_last_character(self, paced: RecordingBackend) -> None:
+        """The lost deltas need not split where the continuation's do (a killed producer coalesced them
+        into bigger frames than the model's tokens): the seam is placed by the characters the browser has."""
+        whole = await _whole_answer()
+        text = whole["text"]
+        painted = [text[start:start + 9] for start in range(0, 54, 9)]  # six deltas of nine characters
+        cookie, conversation, key = await _question_logged("a2", painted[:2])
+
+        second = await _reopen(cookie, conversation)
+        await second.send({"type": "resume", "id": "a2", "after": 5, "chars": 54})
+        frames = await second.until("completed", "error")
+        await second.ws.disconnect()
+        deltas = _deltas(frames)
+        assert deltas and _indexes(deltas) == list(range(6, 6 + len(deltas)))
+        assert "".join(painted) + _text(deltas) == frames[-1]["text"] == text  # nothing doubled or lost at the seam
+        logged = await streamlog.read_after(key, -1)
+        assert [index for index, _ in logged.deltas] == list(range(6 + len(deltas)))
+        assert "".join(t for _, t in logged.deltas) == text and logged.state == streamlog.COMPLETED
+        # A second browser (another tab) replays the whole answer from the log, seam included.
+        third = await _reopen(cookie, conversation)
+        await third.send({"type": "resume", "id": "a2", "after": -1})
+        replay = await third.until("completed", "error")
+        await third.ws.disconnect()
+        assert _text(_deltas(replay)) == text
 
     async def test_unknown_message_is_an_error_and_the_socket_goes_on(self, paced: RecordingBackend) -> None:
         cookie = await _session_cookie()

@@ -365,7 +365,8 @@ class WebProcessKilledTests:
 
         # The widget reconnects to the other web process and resumes after the last delta it painted.
         async with browser.socket(faults.web) as ws:
-            await ws.send(json.dumps({"type": "resume", "id": "k1", "after": seen[-1]}))
+            await ws.send(json.dumps({"type": "resume", "id": "k1", "after": seen[-1],
+                                      "chars": len(_delta_text(before))}))
             resumed = await browser.frames(ws)
         assert _last(resumed)["type"] == "completed", resumed[-3:]
         indexes = seen + _indexes(resumed)

@@ -147,6 +147,9 @@ class WrongTypeTests:
         ({"type": "resume", "id": "w1", "after": -2}, "w1"),
         ({"type": "resume", "id": "w1", "after": 1.5}, "w1"),
         ({"type": "resume", "id": "w1", "after": True}, "w1"),
+        ({"type": "resume", "id": "w1", "after": 3, "chars": -1}, "w1"),
+        ({"type": "resume", "id": "w1", "after": 3, "chars": "12"}, "w1"),
+        ({"type": "resume", "id": "w1", "after": 3, "chars": 2.5}, "w1"),
         ({"type": "client_metrics", "first_token_ms": 100}, None),
     ])
     async def test_wrong_types_are_invalid_and_echo_only_a_valid_id(self, chat: CheckedClient, frame: dict,
