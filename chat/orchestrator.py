@@ -101,7 +101,7 @@ def _after_answer(turn: TurnInput, context: AssembledContext, presented: list[Pr
         memory = selectors.memory_after_answer(
             context.memory, conversation_id=turn.conversation_id, question=mask_pii(turn.text), intent=context.intent,
             question_skus=context.named_skus, answer=mask_pii(answer), presented=[(p.sku, p.title) for p in presented])
-    selectors.memory_snapshot_store(conversation_id=turn.conversation_id, memory=memory)
+    selectors.memory_snapshot_store(conversation_id=turn.conversation_id, memory=memory, replace=False)
     if not turn.continuing:  # the cut answer's turn counted this lookup already
         prefetch_outcome_record(conversation_id=turn.conversation_id, lookup=context.prefetch,
                                 client_message_id=turn.client_message_id)

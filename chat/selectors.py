@@ -189,12 +189,18 @@ def conversation_memory_cached(*, conversation_id: uuid.UUID, answering: str = "
                                                                       answering=answering)
 
 
-def memory_snapshot_store(*, conversation_id: uuid.UUID, memory: Memory | None = None) -> None:
-    """After an answer is saved: the next turn's memory (`memory`, or read now), off the customer's wait."""
+def memory_snapshot_store(*, conversation_id: uuid.UUID, memory: Memory | None = None, replace: bool = True) -> None:
+    """The next turn's memory (`memory`, or read now), off the customer's wait.
+
+    `replace=False` (after an answer): only if no snapshot was stored since the answer was saved (its
+    save dropped the last one). The summary task stores one read after its commit; the answer's own,
+    built from a summary read before it, must not overwrite that newer one.
+    """
     from django.core.cache import cache
 
     try:
-        cache.set(memory_key(conversation_id), memory or conversation_memory(conversation_id=conversation_id),
-                  MEMORY_SNAPSHOT_TTL)
+        store = cache.set if replace else cache.add
+        store(memory_key(conversation_id), memory or conversation_memory(conversation_id=conversation_id),
+              MEMORY_SNAPSHOT_TTL)
     except Exception:  # noqa: BLE001
         pass

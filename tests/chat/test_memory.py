@@ -56,3 +56,20 @@ async def test_each_derived_memory_equals_the_one_read_from_the_database(demo_ca
         cache.set(memory_key(conversation_id), derived)  # and from the derived one for the next turn
     assert any(len(ids) > 1 for ids in read.shown) and read.focus_id is not None and len(read.recent) == 4
     await chat.ws.disconnect()
+
+
+def test_the_answers_memory_never_replaces_a_snapshot_stored_since_the_answer_was_saved() -> None:
+    """The summary task commits a new summary and stores the memory read after it, while the answer's own
+    memory, built from the summary read before, is still on its way: the newer one stays."""
+    from chat.selectors import memory_snapshot_store
+
+    conversation_id = uuid.uuid4()
+    cache.delete(memory_key(conversation_id))  # the answer's save dropped the last snapshot
+    memory_snapshot_store(conversation_id=conversation_id, memory=Memory(summary="Series discussed: A; B"))
+    memory_snapshot_store(conversation_id=conversation_id, memory=Memory(summary="Series discussed: A"), replace=False)
+    assert cache.get(memory_key(conversation_id)).summary == "Series discussed: A; B"
+
+    cache.delete(memory_key(conversation_id))  # the next answer is saved: its memory goes in
+    memory_snapshot_store(conversation_id=conversation_id, memory=Memory(summary="Series discussed: A; B; C"),
+                          replace=False)
+    assert cache.get(memory_key(conversation_id)).summary == "Series discussed: A; B; C"
