@@ -367,6 +367,8 @@ CHAT_DELTA_COALESCE_MAX_MS = env_float("CHAT_DELTA_COALESCE_MAX_MS", 100.0, mini
 # How long a thread (ORM, in-process tasks) may hold the GIL before the event loop takes it back
 # (mangaassist/asgi.py; CPython's default is 5 ms).
 CHAT_GIL_SWITCH_INTERVAL_MS = env_float("CHAT_GIL_SWITCH_INTERVAL_MS", 0.5, minimum=0.05)
+# daphne sends a frame when it is written instead of on the event loop's next pass (mangaassist/sockets.py).
+CHAT_SOCKET_WRITE_AT_ONCE = env_bool("CHAT_SOCKET_WRITE_AT_ONCE", True)
 # What follows an answer (saving it, the next turn's memory, in-process tasks) waits while a turn of
 # the process is between its message and its model call, at most this long (chat/threads.py).
 CHAT_BACKGROUND_MAX_DEFER_MS = env_float("CHAT_BACKGROUND_MAX_DEFER_MS", 250, minimum=0)
