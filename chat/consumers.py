@@ -45,6 +45,11 @@ def _log_lost_commit(task: asyncio.Task) -> None:
         logger.error("saving a customer message failed", exc_info=task.exception())
 
 
+# More characters than a killed producer can have sent and not logged (a batch is written every
+# streamlog.FLUSH_SECONDS; an answer is at most a few thousand characters).
+MAX_UNLOGGED_CHARS = 20_000
+
+
 class FrameSink:
     """Turns orchestrator events into frames on this socket, and logs them in the answer's stream log.
 
@@ -68,9 +73,13 @@ class FrameSink:
         self.progress = progress
         self.sent_through = sent_through
         # Characters the browser has beyond the log (None: no seam to place, or no `chars` to place it by).
+        # A claim no browser can make (fewer characters than deltas beyond the log, or more than any
+        # unlogged batch holds) keeps the index rule, whose cost does not grow with what is claimed.
         self._unseen: int | None = None
-        if log is not None and sent_through >= log.count and chars is not None and chars >= len(log.text):
-            self._unseen = chars - len(log.text)
+        if log is not None and chars is not None:
+            ahead, unseen = sent_through - log.count + 1, chars - len(log.text)
+            if 0 < ahead <= unseen <= MAX_UNLOGGED_CHARS:
+                self._unseen = unseen
         self._held = ""  # the continuation's text, until it covers the browser's unlogged characters
         self._shift = 0  # continuation index -> index the browser expects, once past the seam
 
@@ -113,7 +122,7 @@ class FrameSink:
         if self.log is None:
             return
         first = self.log.count
-        pieces = max(1, self.sent_through - first + 1)
+        pieces = self.sent_through - first + 1
         size, longer = divmod(len(seen), pieces)
         start = 0
         for number in range(pieces):

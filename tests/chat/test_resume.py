@@ -332,6 +332,20 @@ class ResumeTests:
         await third.ws.disconnect()
         assert _text(_deltas(replay)) == text
 
+    @pytest.mark.parametrize("claim", [{"after": 10**9, "chars": 10**9}, {"after": 40, "chars": 30}],
+                             ids=["more than any batch", "fewer characters than deltas"])
+    async def test_a_resume_claiming_what_no_browser_can_have_still_ends_the_answer(
+            self, paced: RecordingBackend, claim: dict) -> None:
+        whole = await _whole_answer()
+        cookie, conversation, _ = await _question_logged("a3", _split(whole["text"])[:3])
+
+        second = await _reopen(cookie, conversation)
+        await second.send({"type": "resume", "id": "a3", **claim})
+        frames = await second.until("completed", "error")
+        await second.ws.disconnect()
+        assert frames[-1]["type"] == "completed" and frames[-1]["text"] == whole["text"]
+        assert all(f["index"] > claim["after"] for f in _deltas(frames))
+
     async def test_unknown_message_is_an_error_and_the_socket_goes_on(self, paced: RecordingBackend) -> None:
         cookie = await _session_cookie()
         first = await open_chat(headers=[ORIGIN, cookie])
