@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import Product, Promotion, ReviewSummary
@@ -95,6 +95,11 @@ def product_facts(product_ids: list[int]) -> list[ProductFacts]:
         return []
     found = {p.id: _facts(p) for p in Product.objects.filter(id__in=product_ids)}
     return [found[pid] for pid in product_ids if pid in found]
+
+
+def product_ids_best_rated(*, limit: int) -> list[int]:
+    """The ids of the `limit` best-rated products: what a warm-up caches first."""
+    return list(Product.objects.order_by(F("rating").desc(nulls_last=True), "id").values_list("id", flat=True)[:limit])
 
 
 def product_facts_by_sku(skus: list[str]) -> list[ProductFacts]:

@@ -157,6 +157,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conversation_id: uuid.UUID | None = None
+        known_session = bool(getattr(self.scope.get("session"), "session_key", None))  # a new one has no orders
         self.session_key = await self._session_key()
         self.answer_task: asyncio.Task | None = None
         self.answer_id: str | None = None
@@ -168,6 +169,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.limiter = ConnectionLimiter(settings.CHAT_RATE_LIMIT_PER_CONNECTION, settings.CHAT_RATE_LIMIT_WINDOW_SECONDS)
         self.client_ip = (self.scope.get("client") or ("unknown", 0))[0]
         await self.accept()
+        if settings.CHAT_WARM_SESSION_ON_CONNECT and known_session and not settings.NAIVE_PIPELINE:
+            self._in_background(self._warm_session())
         requested = self._query_param("conversation")
         if requested:
             try:
@@ -508,9 +511,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reported.total_ms is not None:
             metrics.CLIENT_TOTAL.observe(reported.total_ms / 1000)
         # The report comes right after `completed`, while the answer's record may still be being saved.
-        task = asyncio.create_task(self._client_timing_record(answer, reported, self.conversation_id))
+        self._in_background(self._client_timing_record(answer, reported, self.conversation_id))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    async def _warm_session(self) -> None:
+        """The socket's first question is seconds away: its session's orders and cart into the cache
+        meanwhile, off the turns being prepared (the background lane)."""
+        from prefetch.services import session_store_data_warm
+
+        try:
+            await run_background(session_store_data_warm, session_key=self.session_key)
+        except Exception:  # noqa: BLE001 - an accelerator: the first question reads them itself
+            logger.warning("warming the session's store data failed", exc_info=True)
 
     @staticmethod
     async def _client_timing_record(answer: asyncio.Task | None, reported: protocol.ClientMetrics,

@@ -369,6 +369,10 @@ CHAT_DELTA_COALESCE_MAX_MS = env_float("CHAT_DELTA_COALESCE_MAX_MS", 100.0, mini
 CHAT_GIL_SWITCH_INTERVAL_MS = env_float("CHAT_GIL_SWITCH_INTERVAL_MS", 0.5, minimum=0.05)
 # daphne sends a frame when it is written instead of on the event loop's next pass (mangaassist/sockets.py).
 CHAT_SOCKET_WRITE_AT_ONCE = env_bool("CHAT_SOCKET_WRITE_AT_ONCE", True)
+# A web process caches the facts and review summaries of this many best-rated products as it starts
+# (mangaassist/warmup.py), and a chat socket's session its orders and cart as it connects.
+CHAT_WARM_PRODUCTS = env_int("CHAT_WARM_PRODUCTS", 2000, minimum=0)
+CHAT_WARM_SESSION_ON_CONNECT = env_bool("CHAT_WARM_SESSION_ON_CONNECT", True)
 # What follows an answer (saving it, the next turn's memory, in-process tasks) waits while a turn of
 # the process is between its message and its model call, at most this long (chat/threads.py).
 CHAT_BACKGROUND_MAX_DEFER_MS = env_float("CHAT_BACKGROUND_MAX_DEFER_MS", 250, minimum=0)
@@ -379,7 +383,8 @@ CHAT_RATE_LIMIT_WINDOW_SECONDS = env_int("CHAT_RATE_LIMIT_WINDOW_SECONDS", 60, m
 
 # --- Chat: the pipeline ----------------------------------------------------------------------
 # `naive` exists for the benchmark only (bench/): sources gathered one after another, the whole
-# prompt uncompressed (every turn verbatim, no stable prefix), no prefetch, no speculation.
+# prompt uncompressed (every turn verbatim, no stable prefix), no prefetch (nor the cache warmed at
+# start or connect, CHAT_WARM_*), no speculation.
 CHAT_PIPELINE = env_str("CHAT_PIPELINE", "optimized")
 if CHAT_PIPELINE not in {"optimized", "naive"}:
     raise ImproperlyConfigured(f"CHAT_PIPELINE must be optimized or naive, not {CHAT_PIPELINE!r}")

@@ -16,12 +16,13 @@ READY = threading.Event()
 READY.set()
 
 
-def warm_up(*, pool_connections: bool = True, freeze: bool = False) -> None:
+def warm_up(*, pool_connections: bool = True, freeze: bool = False, store_cache: bool = True) -> None:
     """Load everything a first answer would otherwise pay for.
 
     `pool_connections=False` in a Celery worker's main process, which forks its pool right after:
     the children inherit the loaded index and models, never an open connection. `freeze`: a
-    server process's start (see freeze_long_lived), before it reports ready.
+    server process's start (see freeze_long_lived), before it reports ready. `store_cache`: a web
+    process also caches the store data first turns read (chat.assembly.store_cache_warm).
     """
     from django.db import close_old_connections
 
@@ -39,6 +40,13 @@ def warm_up(*, pool_connections: bool = True, freeze: bool = False) -> None:
         get_index()
         if pool_connections:
             _open_pool_connections()
+        from django.conf import settings
+
+        if pool_connections and store_cache and not settings.NAIVE_PIPELINE:  # naive: no prefetch of any kind
+            from chat.assembly import store_cache_warm
+
+            warmed = store_cache_warm(products=settings.CHAT_WARM_PRODUCTS)
+            logger.info("warm-up: facts of %s products, promotions and FAQ cached", warmed)
     except Exception:  # noqa: BLE001 - e.g. not migrated yet: the first request builds it instead
         logger.warning("warm-up skipped", exc_info=True)
     finally:

@@ -133,6 +133,12 @@ def _faq_load() -> tuple[FaqTerms, ...]:
                  for e in FaqEntry.objects.filter(active=True))
 
 
+def faq_entries() -> tuple[FaqTerms, ...]:
+    """The active FAQ entries, through the shared cache: an admin edit reaches every process at once
+    (store.signals); a bulk change outside the ORM's signals within the hour."""
+    return cached_config(FAQ_KEY, _faq_load, tuple, timeout=60 * 60)
+
+
 def faq_facts(text: str, *, limit: int = 2, entries: tuple[FaqTerms, ...] | None = None) -> list[str]:
     """The policy entries that best match the question (word and character-bigram overlap).
 
@@ -142,9 +148,7 @@ def faq_facts(text: str, *, limit: int = 2, entries: tuple[FaqTerms, ...] | None
     if not query:
         return []
     if entries is None:
-        # Through the shared cache: an admin edit reaches every process at once (store.signals); a bulk
-        # change outside the ORM's signals within the hour.
-        entries = cached_config(FAQ_KEY, _faq_load, tuple, timeout=60 * 60)
+        entries = faq_entries()
     scored = [(overlap, entry) for entry in entries if (overlap := len(query & entry.terms))]
     scored.sort(key=lambda pair: -pair[0])
     return [f"Policy ({e.topic}): {e.answer}" for _, e in scored[:limit]]
