@@ -16,11 +16,8 @@ closing connections keep Twisted's own path.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 
 def write_at_once() -> bool:

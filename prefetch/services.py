@@ -241,14 +241,13 @@ def session_store_data_warm(*, session_key: str) -> list[str]:
     its first order or checkout question, which would otherwise read them while the customer waits
     (the copies are dropped on any change, store.signals and prefetch.signals). The keys warmed."""
     from store import selectors as store_selectors
-    from store.selectors import cart_facts
 
     orders, cart = store_selectors.orders_key(session_key), cart_key(session_key)
     known = cache_get_many([orders, cart])
     if orders not in known:
         _cache_set_many({orders: store_selectors.session_orders(session_key=session_key)}, store_selectors.ORDERS_TTL)
     if cart not in known:
-        _cache_set_many({cart: cart_facts(session_key=session_key)}, CART_TTL)
+        _cache_set_many({cart: store_selectors.cart_facts(session_key=session_key)}, CART_TTL)
     return [key for key in (orders, cart) if key not in known]
 
 
