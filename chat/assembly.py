@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Generator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -32,6 +32,9 @@ from .intents import IntentResult, classify
 from .prompt_config import CONFIG_KEY, PromptConfig, prompt_config
 from .selectors import Memory
 from .threads import cache_is_local, pool_call_ended, run_assembly, submit_db
+
+if TYPE_CHECKING:
+    from store.selectors import OrderRecord
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,6 +270,20 @@ def load_promotions() -> list[PromotionFacts]:
     return promotions
 
 
+def load_session_orders(session_key: str) -> tuple[OrderRecord, ...]:
+    """The session's latest orders, cache first; read, they are kept for its next order question ("has
+    it shipped yet?") until any of them changes (store.signals) or ORDERS_TTL passes."""
+    from store import selectors as store_selectors
+
+    key = store_selectors.orders_key(session_key)
+    cached = _cached(key, tuple)
+    if cached is not _MISS:
+        return cached
+    orders = store_selectors.session_orders(session_key=session_key)
+    _cache_set_many({key: orders}, store_selectors.ORDERS_TTL)
+    return orders
+
+
 def store_cache_warm(*, products: int) -> int:
     """Cache what first turns read most: the facts and review summaries of the `products` best-rated
     products (all of a small catalog), the active promotions and the FAQ. A process that starts warm
@@ -321,9 +338,7 @@ def store_facts(intent: str, turn: TurnInput, entities: Entities, memory: Memory
                 policies := _cached(store_selectors.FAQ_KEY, tuple)) is _MISS:
             return _MISS
     elif intent in ORDER_INTENTS and turn.session_key:
-        # The session's latest orders, kept for its next order question ("has it shipped yet?").
-        orders = store_selectors.session_orders(session_key=turn.session_key)
-        _cache_set_many({store_selectors.orders_key(turn.session_key): orders}, store_selectors.ORDERS_TTL)
+        orders = load_session_orders(turn.session_key)
         if not store_selectors.orders_cover(orders, numbers):
             orders = None  # an older order named: read it from the database
     if intent in ORDER_INTENTS:

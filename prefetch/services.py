@@ -29,8 +29,8 @@ from . import metrics
 from .models import (PROBABILITY_EPSILON, STARTING_TRANSITIONS, PrefetchOutcome, PrefetchSettings, ProposalStatus,
                      Transition, TransitionProposal)
 from .selectors import (CART_TTL, PREDICTION_TTL, SIMILAR_TTL, TRENDING_KEY, TRENDING_TTL, PrefetchLookup,
-                        cache_get_many, cart_key, kind_keys, prediction_key, prefetch_config, prefetch_settings,
-                        similar_key)
+                        cache_get_many, cart_key, cart_summary, kind_keys, prediction_key, prefetch_config,
+                        prefetch_settings, similar_key)
 
 if TYPE_CHECKING:
     from chat.assembly import AssembledContext
@@ -236,19 +236,12 @@ class _Warmer:
         self._count(kind, chat_assembly.PROMOTIONS_KEY, "warmed")
 
 
-def session_store_data_warm(*, session_key: str) -> list[str]:
-    """A chat socket opened: cache the session's latest orders and its cart, unless they are cached, for
-    its first order or checkout question, which would otherwise read them while the customer waits
-    (the copies are dropped on any change, store.signals and prefetch.signals). The keys warmed."""
-    from store import selectors as store_selectors
-
-    orders, cart = store_selectors.orders_key(session_key), cart_key(session_key)
-    known = cache_get_many([orders, cart])
-    if orders not in known:
-        _cache_set_many({orders: store_selectors.session_orders(session_key=session_key)}, store_selectors.ORDERS_TTL)
-    if cart not in known:
-        _cache_set_many({cart: store_selectors.cart_facts(session_key=session_key)}, CART_TTL)
-    return [key for key in (orders, cart) if key not in known]
+def session_store_data_warm(*, session_key: str) -> None:
+    """A chat socket opened: the session's latest orders and its cart into the cache, unless they are
+    there, for its first order or checkout question, which would otherwise read them while the
+    customer waits (the copies are dropped on any change, store.signals and prefetch.signals)."""
+    chat_assembly.load_session_orders(session_key)
+    cart_summary(session_key=session_key)
 
 
 def prefetch_for_turn(*, intent: str, product_ids: list[int], session_key: str, conversation_id: str,

@@ -9,11 +9,10 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from mangaassist.cached_config import cached_config_invalidate
 from store.models import CartItem
 
 from .models import PrefetchSettings, Transition
-from mangaassist.cached_config import cached_config_invalidate
-
 from .selectors import cart_key, prefetch_config_invalidate
 
 

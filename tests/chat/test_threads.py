@@ -235,3 +235,37 @@ def test_a_changed_order_is_never_answered_from_the_kept_copy(demo_catalog: None
     assert "no order with this number" in asyncio.run(ContextAssembler(naive=False).assemble(
         TurnInput(uuid.uuid4(), "m", f"Where is my order {order.number}?", {}, session_key="another-session",
                   new_conversation=True))).store["order0"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_networked_cache_serves_the_kept_orders_too(demo_catalog: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Scaled mode reads nothing in place: the pool's call itself takes the session's orders from the
+    cache (Redis there), so the next order question, or the first after the socket's warm-up, skips
+    the database like embedded mode does."""
+    import uuid
+
+    import chat.assembly as assembly
+    import store.selectors as store_selectors
+    from chat.assembly import ContextAssembler, TurnInput
+    from store.services import demo_orders_ensure
+
+    number = demo_orders_ensure(session_key="s-scaled")[0].number
+    reads: list[str] = []
+    original = store_selectors.session_orders
+
+    def recorded(**kwargs: object) -> object:
+        reads.append(threading.current_thread().name)
+        return original(**kwargs)
+
+    monkeypatch.setattr(store_selectors, "session_orders", recorded)
+    monkeypatch.setattr(assembly, "cache_is_local", lambda: False)  # a cache across the network (Redis)
+
+    async def ask() -> str:
+        context = await ContextAssembler(naive=False).assemble(
+            TurnInput(uuid.uuid4(), "m", f"Where is my order {number}?", {}, session_key="s-scaled",
+                      new_conversation=True))
+        return context.store["order0"]
+
+    first = asyncio.run(ask())
+    assert number in first and len(reads) == 1  # read once, on the pool
+    assert asyncio.run(ask()) == first and len(reads) == 1  # then from the cache
