@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -70,6 +73,22 @@ class ChatProtocolTests:
     async def test_ping_gets_pong(self, chat: ChatClient) -> None:
         await chat.send({"type": "ping"})
         assert await chat.receive() == {"type": "pong"}
+
+    async def test_frames_do_not_wait_for_djangos_sync_thread(self, chat: ChatClient) -> None:
+        # asgiref's one sync thread (every thread-sensitive call outside a request) may be busy for long,
+        # say on a slow query: no frame of the socket may queue behind it.
+        release = threading.Event()
+        busy = asyncio.ensure_future(sync_to_async(lambda: release.wait(10))())
+        try:
+            await asyncio.sleep(0.05)
+            await chat.send({"type": "ping"})
+            assert await chat.receive(timeout=2) == {"type": "pong"}
+            frames = await chat.ask("Is One Piece in stock?", "m1")
+            assert frames[0]["type"] == "ack" and frames[-1]["type"] == "completed"
+            assert not busy.done()  # all of it while the thread was held
+        finally:
+            release.set()
+            await busy
 
 
 class BadFrameTests:
