@@ -243,7 +243,8 @@ def markdown(run: dict[str, Any]) -> str:
         "(other work was running on the same machine)." if machine.get("load_average_at_start", 0) > 0.5 else
         f"Machine: {machine['cpus']} cores ({machine['processor']}), {machine['memory_gib']} GiB, "
         f"{machine['system']}, Python {machine['python']}.",
-        f"Command: `{run['command']}`; think time {run['settings']['think']} s, pass length "
+        f"Command: `{run['command']}`; think time {run['settings']['think']} s, first message typed "
+        f"{run['settings'].get('typing', 0)} s after the socket opens, pass length "
         f"{run['settings']['duration']} s, at most {run['settings']['rounds']} conversations per customer.",
         "",
         "## First token and overhead (ms; p50 / p95 / p99)",

@@ -56,7 +56,7 @@ def run_one(*, mode: str, profile: str, pipeline: str, users: int, args: argpars
     local = profile == "local"
     result = PassResult(label=label, mode=mode, profile=profile, pipeline=pipeline, users=users,
                         think=1.0 if local else args.think, duration=args.local_duration if local else args.duration,
-                        speculation=speculation)
+                        typing=min(args.typing, 1.0) if local else args.typing, speculation=speculation)
     upstream = None
     target = None
     try:
@@ -103,6 +103,9 @@ def main() -> int:
     parser.add_argument("--pipelines", default="naive,optimized")
     parser.add_argument("--duration", type=float, default=45.0, help="seconds of load per pass (no message after)")
     parser.add_argument("--think", type=float, default=5.0, help="seconds a customer reads before the next message")
+    parser.add_argument("--typing", type=float, default=2.0,
+                        help="seconds between the socket opening (the chat opened) and the first message: the customer "
+                             "types it")
     parser.add_argument("--rounds", type=int, default=3, help="conversations per customer at most")
     parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which customers arrive")
     parser.add_argument("--local-duration", type=float, default=120.0, help="seconds per pass with the local model")
@@ -130,7 +133,7 @@ def main() -> int:
     gc.freeze()
     logs = Path(tempfile.mkdtemp(prefix="mangaassist-bench-load-logs-"))
     run: dict[str, Any] = {"command": "python -m bench.load " + shlex.join(sys.argv[1:]), "machine": machine(),
-                           "settings": {"think": args.think, "duration": args.duration, "rounds": args.rounds,
+                           "settings": {"think": args.think, "typing": args.typing, "duration": args.duration, "rounds": args.rounds,
                                         "ramp": args.ramp, "seed": args.seed, "passes": args.passes or FULL_PASSES},
                            "passes": [], "logs": str(logs)}
     started = time.monotonic()

@@ -65,9 +65,11 @@ async def converse(base: str, turns: list[dict[str, Any]], page: dict[str, Any] 
                    rng: random.Random, message_prefix: str, cookie: str | None = None,
                    keep_going: Callable[[], bool] = lambda: True, send_client_metrics: bool = False,
                    on_turn: Callable[[TurnObservation], Awaitable[None] | None] | None = None,
-                   turn_timeout: float = TURN_TIMEOUT_SECONDS) -> list[TurnObservation]:
+                   turn_timeout: float = TURN_TIMEOUT_SECONDS, typing: float = 0.0) -> list[TurnObservation]:
     """Send `turns` one after another on one socket, reading `think * U(0.8, 1.2)` seconds before each
-    message after the first (the customer reads, then types).
+    message after the first (the customer reads, then types), and `typing * U(0.8, 1.2)` seconds
+    before the first: the widget opens its socket as the chat opens (or as the pointer reaches the
+    launcher), then the customer types the question.
 
     `keep_going()` is asked before each message after the first: False ends the conversation early
     (a benchmark's time is up). `send_client_metrics` reports what was measured, as the widget does.
@@ -76,8 +78,8 @@ async def converse(base: str, turns: list[dict[str, Any]], page: dict[str, Any] 
     observations: list[TurnObservation] = []
     async with connect(ws_url(base), origin=base, additional_headers=headers, max_size=2**22) as ws:
         for n, turn in enumerate(turns):
-            if n:
-                await asyncio.sleep(think * rng.uniform(0.8, 1.2))
+            if n or typing:
+                await asyncio.sleep((think if n else typing) * rng.uniform(0.8, 1.2))
                 if not keep_going():
                     break
             message_id = f"{message_prefix}-{n}"

@@ -1,8 +1,8 @@
 """One load pass: N customers at once, each running scripted conversations back to back.
 
 Customer i starts after `ramp * i / N` seconds, opens the store page (its session), then replays
-script i, i + N, i + 2N, ... (each on a new socket, as a new visit), reading `think` seconds
-(± 20 %) between messages. No message is sent after `duration`; a customer stops after `rounds`
+script i, i + N, i + 2N, ... (each on a new socket, as a new visit), typing the first message for
+`typing` seconds after the socket opens and reading `think` seconds (± 20 %) between messages. No message is sent after `duration`; a customer stops after `rounds`
 conversations. So a pass is bounded in count and in time.
 """
 
@@ -47,6 +47,7 @@ class PassResult:
     users: int
     think: float
     duration: float
+    typing: float = 0.0
     speculation: bool = True
     seconds: float = 0.0
     conversations: list[ConversationRecord] = field(default_factory=list)
@@ -106,7 +107,7 @@ async def run_pass(result: PassResult, bases: list[str], scripts: list[dict[str,
                 record.turns = await converse(
                     base, script["turns"], script.get("page"), think=result.think, rng=rng,
                     message_prefix=f"u{user}-r{round_}", cookie=cookie, keep_going=keep_going,
-                    send_client_metrics=send_client_metrics, on_turn=on_turn)
+                    send_client_metrics=send_client_metrics, on_turn=on_turn, typing=result.typing)
                 record.finished = len(record.turns) == len(script["turns"]) and not any(
                     t.error for t in record.turns)
             except Exception as exc:  # noqa: BLE001 - a refused or dropped socket is a result, not a crash

@@ -28,7 +28,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("bench-results")
     command = [sys.executable, "-m", "bench.load", "--passes", "embedded:instant:3", "--duration", "6",
-               "--think", "0.2", "--rounds", "1", "--ramp", "0.5", "--no-peer", "--no-progress", "--out", str(out)]
+               "--think", "0.2", "--typing", "0.2", "--rounds", "1", "--ramp", "0.5", "--no-peer", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
