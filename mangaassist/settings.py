@@ -339,8 +339,12 @@ LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2, minimum=1)
 
 # --- Catalog retrieval ------------------------------------------------------------------------
 
-# `auto`: PostgreSQL full-text search when the database is PostgreSQL, the embedded BM25 index otherwise.
-RETRIEVAL_BACKEND = env_str("RETRIEVAL_BACKEND", "auto")
+# `embedded`: the in-memory BM25 index, which every web process holds anyway (entity resolution reads
+# it): a search is a fraction of a millisecond, where PostgreSQL's full-text search was a round trip
+# of 16 ms p50, 52 ms p95 on the customer's path in scaled mode (100 conversations). `postgres`: always
+# PostgreSQL (fresh to the row, where the index is rebuilt in the background seconds after a catalog
+# change); `auto`: PostgreSQL when the database is PostgreSQL, the index otherwise.
+RETRIEVAL_BACKEND = env_str("RETRIEVAL_BACKEND", "embedded")
 if RETRIEVAL_BACKEND not in {"auto", "embedded", "postgres"}:
     raise ImproperlyConfigured("RETRIEVAL_BACKEND must be auto, embedded or postgres")
 

@@ -38,8 +38,20 @@ class PostgresRetrievalTests:
         for product in (Product.objects.get(id=r.product_id) for r in results):
             assert product.demographic == "seinen" and "drama" in product.genres
 
-    def test_chat_retrieval_uses_postgres_here(self, settings) -> None:  # type: ignore[no-untyped-def]
+    def test_auto_uses_postgres_here(self, settings, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
         from catalog.retrieval import search
 
         settings.RETRIEVAL_BACKEND = "auto"
-        assert _titles(search("One Piece", limit=1)) == ["One Piece"]
+        with django_assert_num_queries(1):
+            found = search("One Piece", limit=1)
+        assert _titles(found) == ["One Piece"]
+
+    def test_the_chat_searches_the_index_in_memory_by_default(self, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+        # The customer's path makes no round trip for retrieval, on PostgreSQL too.
+        from catalog.retrieval import get_index, index_holder, search
+
+        index_holder.reset()
+        get_index()  # the process's index, built from this catalog
+        with django_assert_num_queries(0):
+            found = search("One Piece", limit=1)
+        assert _titles(found) == ["One Piece"]
