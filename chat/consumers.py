@@ -163,7 +163,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         Channels' own loop waits on its receivers through `asyncio.wait` (two more passes of the
         event loop per frame) and, before every frame, closes stale database connections through
         `sync_to_async`: a trip through asgiref's single sync thread, where each frame queued behind
-        whatever page that thread was rendering (onMessage to `receive`, 100 conversations: p50
+        whatever else that thread had been given (onMessage to `receive`, 100 conversations: p50
         1.8 ms, p95 13.6 ms). The chat's database work runs on its own pool, which looks after its
         connections itself (chat.threads), so neither is of use here.
         """

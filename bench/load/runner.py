@@ -2,8 +2,9 @@
 
 Customer i starts after `ramp * i / N` seconds, opens the store page (its session), then replays
 script i, i + N, i + 2N, ... (each on a new socket, as a new visit), typing the first message for
-`typing` seconds after the socket opens and reading `think` seconds (± 20 %) between messages. No message is sent after `duration`; a customer stops after `rounds`
-conversations. So a pass is bounded in count and in time.
+`typing` seconds after the socket opens and reading `think` seconds (± 20 %) between messages.
+No message is sent after `duration`; a customer stops after `rounds` conversations. So a pass is
+bounded in count and in time.
 """
 
 from __future__ import annotations
