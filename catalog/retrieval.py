@@ -364,12 +364,17 @@ def postgres_search(query: str, *, limit: int = 5, filters: Filters | None = Non
     return found
 
 
-def search(query: str, *, limit: int = 5, filters: Filters | None = None) -> list[ScoredProduct]:
-    """Retrieval for the chat: PostgreSQL full-text search on PostgreSQL, else the embedded index."""
+def uses_postgres() -> bool:
+    """Whether the chat's retrieval asks PostgreSQL (RETRIEVAL_BACKEND) rather than the in-memory index."""
     from django.conf import settings
     from django.db import connection
 
     backend = settings.RETRIEVAL_BACKEND
-    if backend == "postgres" or (backend == "auto" and connection.vendor == "postgresql"):
+    return backend == "postgres" or (backend == "auto" and connection.vendor == "postgresql")
+
+
+def search(query: str, *, limit: int = 5, filters: Filters | None = None) -> list[ScoredProduct]:
+    """Retrieval for the chat: the in-memory index, or PostgreSQL's full-text search (`uses_postgres`)."""
+    if uses_postgres():
         return postgres_search(query, limit=limit, filters=filters)
     return get_index().search(query, limit=limit, filters=filters)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from catalog import selectors as catalog_selectors
-from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index
+from catalog.retrieval import Filters, LexicalIndex, ScoredProduct, get_index, uses_postgres
 from catalog.retrieval import search as retrieval_search
 from catalog.selectors import ProductFacts, PromotionFacts, ReviewFacts
 from catalog.text import tokens
@@ -370,13 +370,6 @@ def _orders_mentioned(memory: Memory) -> list[str]:
     return order_ids(facts)[-1:]
 
 
-def _uses_postgres() -> bool:
-    from django.db import connection
-
-    return settings.RETRIEVAL_BACKEND == "postgres" or (
-        settings.RETRIEVAL_BACKEND == "auto" and connection.vendor == "postgresql")
-
-
 def _search(text: str, filters: Filters) -> list[ScoredProduct]:
     return retrieval_search(text, limit=8, filters=filters)
 
@@ -504,7 +497,7 @@ class ContextAssembler:
         search = partial(_search, turn.text, filters)
         memory, retrieved, config = yield (
             _Source("memory", memory_deadline, memory_call, Memory(), memory_in_place),
-            _Source("retrieval", self.deadlines["retrieval"], search, [], None if _uses_postgres() else search),
+            _Source("retrieval", self.deadlines["retrieval"], search, [], None if uses_postgres() else search),
             _Source("config", self.deadlines["store"], prompt_config, PromptConfig(),
                     partial(_cached, CONFIG_KEY, PromptConfig)))
         # Entities, intent and the products to present: CPU work (milliseconds), here on this thread.
@@ -571,7 +564,7 @@ class ContextAssembler:
         index = get_index()  # built by now (or by the retrieval thread): returns at once
         current_id = _current_product_id(turn.page, index)
         # The embedded index's own results serve entity resolution too (PostgreSQL ranks differently).
-        own_results = retrieved if retrieved is not None and not _uses_postgres() else None
+        own_results = retrieved if retrieved is not None and not uses_postgres() else None
         entities = resolve(turn.text, index=index, shown=memory.shown, current_product_id=current_id,
                            focus_id=memory.focus_id, retrieved=own_results)
         intent = classify(turn.text, previous_intent=memory.previous_intent, on_product_page=current_id is not None,

@@ -134,7 +134,8 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="mangaassist-bench-load-logs-"))
     run: dict[str, Any] = {"command": "python -m bench.load " + shlex.join(sys.argv[1:]), "machine": machine(),
                            "settings": {"think": args.think, "typing": args.typing, "duration": args.duration,
-                                        "rounds": args.rounds, "ramp": args.ramp, "seed": args.seed, "passes": args.passes or FULL_PASSES},
+                                        "rounds": args.rounds, "ramp": args.ramp, "seed": args.seed,
+                                        "passes": args.passes or FULL_PASSES},
                            "passes": [], "logs": str(logs)}
     started = time.monotonic()
     template = None
